@@ -1,0 +1,5 @@
+"""The learning core: what a client trains, what it exchanges, and how updates merge.
+
+Nothing in this package knows about the network: the round engine calls :func:`train_client` and
+:func:`merge_updates` and moves their bytes around.
+"""

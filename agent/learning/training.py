@@ -1,0 +1,180 @@
+"""The client step: train one stage on local, unlabeled images and return the update.
+
+This is the function the agent calls every round and the benchmark measures, so both see the same code.
+In ``lw`` mode the stages before the trained one run frozen (eval mode, no autograd graph), which is
+where layer-wise training saves memory and compute: their activations are never kept for a backward
+pass and they cost one forward pass instead of three passes' worth of FLOPs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import NTXentLoss
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from agent.errors import ConfigurationError
+from agent.learning.model_state import extract_state, load_state
+from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
+from agent.learning.update import ModelUpdate
+from models.augmentation import SimCLRAugmentation
+from models.spec import EncoderSpec
+from models.staged_model import StagedModel
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything a client needs to train a stage, besides the global model and its data."""
+
+    spec: EncoderSpec
+    mode: TrainingMode
+    federation_seed: int
+    local_epochs: int = 1
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.5
+    minimum_crop_scale: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1:
+            raise ConfigurationError(f"local_epochs must be at least 1, not {self.local_epochs}")
+        if self.batch_size < 2:
+            raise ConfigurationError(f"batch_size must be at least 2 for a contrastive loss, not {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise ConfigurationError(f"learning_rate must be positive, not {self.learning_rate}")
+        if self.temperature <= 0:
+            raise ConfigurationError(f"temperature must be positive, not {self.temperature}")
+
+
+@dataclass(frozen=True)
+class TrainingMetrics:
+    """What one client's round cost and achieved. ``flops`` counts forward and backward passes."""
+
+    loss: float
+    samples: int
+    steps: int
+    seconds: float
+    flops: int
+    update_bytes: int
+
+
+@dataclass(frozen=True)
+class ClientResult:
+    update: ModelUpdate
+    metrics: TrainingMetrics
+
+
+def contrastive_loss(temperature: float) -> nn.Module:
+    """NT-Xent (SimCLR, Chen et al., 2020) from lightly: the positive pair against 2N-2 negatives."""
+    return NTXentLoss(temperature=temperature)
+
+
+class StageTrainer:
+    """Splits a staged model into its frozen prefix and trained part for one (mode, stage)."""
+
+    def __init__(self, model: StagedModel, mode: TrainingMode, stage: int) -> None:
+        stages = model.spec.stages
+        trained = trained_stages(mode, stage, stages)
+        self.model = model
+        self.first_trained = trained.start
+        self.readout_stage = head_stage(mode, stage, stages)
+        model.requires_grad_(False)
+        model.eval()
+        for index in trained:
+            model.stages[index - 1].requires_grad_(True).train()
+        model.heads[self.readout_stage - 1].requires_grad_(True).train()
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+
+    def project(self, views: torch.Tensor) -> torch.Tensor:
+        """Frozen stages without autograd, then trained stages and the head: [B, projection_dim]."""
+        with torch.no_grad():
+            hidden = self.model.hidden(views, self.first_trained - 1)
+        for index in range(self.first_trained, self.readout_stage + 1):
+            hidden = self.model.stages[index - 1](hidden)
+        return self.model.project(self.model.pool(hidden), self.readout_stage)
+
+
+def train_client(
+    global_state: Mapping[str, torch.Tensor],
+    stage: int,
+    images: torch.Tensor,
+    config: TrainingConfig,
+    seed: int,
+) -> ClientResult:
+    """Train ``stage`` from ``global_state`` on ``images`` (uint8 [N, C, H, W]) and return the update.
+
+    ``seed`` fixes the shuffling and the augmentations; the update holds exactly the tensors ``config.mode``
+    exchanges at ``stage``, as deltas from ``global_state``.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ConfigurationError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+    if len(images) < 2:
+        raise ConfigurationError(f"a client needs at least 2 images to train, has {len(images)}")
+    started = time.perf_counter()
+    spec = config.spec
+    model = StagedModel(spec, config.federation_seed)
+    load_state(model, global_state)
+    trainer = StageTrainer(model, config.mode, stage)
+    optimizer = torch.optim.AdamW(trainer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    augment = SimCLRAugmentation(spec.image_channels, spec.image_size, config.minimum_crop_scale)
+    criterion = contrastive_loss(config.temperature)
+    generator = torch.Generator().manual_seed(seed)
+    flops_per_sample = 0.0
+    losses: list[float] = []
+    samples_seen = 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for _epoch in range(config.local_epochs):
+            order = torch.randperm(len(images), generator=generator)
+            for start in range(0, len(images), config.batch_size):
+                batch = images[order[start : start + config.batch_size]]
+                if len(batch) < 2:
+                    continue
+                if flops_per_sample == 0.0:
+                    with FlopCounterMode(display=False) as counter:
+                        loss = _step(trainer, optimizer, criterion, augment, batch)
+                    flops_per_sample = counter.get_total_flops() / len(batch)
+                else:
+                    loss = _step(trainer, optimizer, criterion, augment, batch)
+                losses.append(loss)
+                samples_seen += len(batch)
+    trained_state = extract_state(model)
+    prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
+    deltas = {
+        name: trained_state[name] - global_state[name] for name in trained_state if is_exchanged(name, prefixes)
+    }
+    update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
+    metrics = TrainingMetrics(
+        loss=sum(losses) / len(losses),
+        samples=len(images),
+        steps=len(losses),
+        seconds=time.perf_counter() - started,
+        flops=round(flops_per_sample * samples_seen),
+        update_bytes=len(update.to_bytes()),
+    )
+    return ClientResult(update=update, metrics=metrics)
+
+
+def _step(
+    trainer: StageTrainer,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    augment: SimCLRAugmentation,
+    batch: torch.Tensor,
+) -> float:
+    """One SimCLR step: both views go through the model as one batch, then NT-Xent on the pair."""
+    views = torch.cat([augment(batch), augment(batch)])
+    projections = trainer.project(views)
+    first, second = projections.chunk(2)
+    loss: torch.Tensor = criterion(first, second)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    return float(loss.detach())

@@ -1,0 +1,1 @@
+"""The Coordinator contract: Solidity source, its compiled artifact, and a loader for the artifact."""
