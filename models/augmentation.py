@@ -16,6 +16,9 @@ import kornia.augmentation as augmentation
 import torch
 from torch import nn
 
+PIXEL_MEAN = 0.5
+PIXEL_STANDARD_DEVIATION = 0.25
+
 
 class SimCLRAugmentation(nn.Module):
     """Turns a uint8 batch [B, C, H, W] into a normalised, randomly augmented float batch."""
@@ -37,7 +40,8 @@ class SimCLRAugmentation(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         augmented: torch.Tensor = self.pipeline(images.float() / 255.0)
-        return self.normalise(augmented)
+        normalised: torch.Tensor = self.normalise(augmented)
+        return normalised
 
 
 class Normalisation(nn.Module):
@@ -45,16 +49,13 @@ class Normalisation(nn.Module):
 
     def __init__(self, image_channels: int) -> None:
         super().__init__()
-        self.register_buffer("mean", torch.full((1, image_channels, 1, 1), 0.5))
-        self.register_buffer("std", torch.full((1, image_channels, 1, 1), 0.25))
+        self.mean = nn.Buffer(torch.full((1, image_channels, 1, 1), PIXEL_MEAN))
+        self.std = nn.Buffer(torch.full((1, image_channels, 1, 1), PIXEL_STANDARD_DEVIATION))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        mean: torch.Tensor = self.mean
-        std: torch.Tensor = self.std
-        return (images - mean) / std
+        return (images - self.mean) / self.std
 
 
-def prepare_for_evaluation(images: torch.Tensor, image_channels: int) -> torch.Tensor:
+def prepare_for_evaluation(images: torch.Tensor) -> torch.Tensor:
     """The deterministic view used for evaluation: scale and normalise, no augmentation."""
-    normalise = Normalisation(image_channels)
-    return normalise(images.float() / 255.0)
+    return (images.float() / 255.0 - PIXEL_MEAN) / PIXEL_STANDARD_DEVIATION

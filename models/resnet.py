@@ -47,7 +47,8 @@ class ResNetStemStage(nn.Module):
         self.block = ResidualBlock(width, width, stride=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.block(self.stem(images))  # [B, width, H, W]
+        features: torch.Tensor = self.block(self.stem(images))  # [B, width, H, W]
+        return features
 
 
 def build_resnet_stage(stage: int, image_channels: int, widths: tuple[int, ...]) -> nn.Module:

@@ -45,7 +45,9 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ConfigurationError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}")
+            raise ConfigurationError(
+                f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}"
+            )
         if self.stages < 1:
             raise ConfigurationError(f"stages must be at least 1, not {self.stages}")
         if self.image_channels not in (1, 3):

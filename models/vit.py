@@ -31,7 +31,8 @@ class Attention(nn.Module):
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads, T, head_dim]
         weights = torch.softmax((query @ key.transpose(-2, -1)) * self.scale, dim=-1)  # [B, heads, T, T]
         mixed = (weights @ value).transpose(1, 2).reshape(batch, count, dim)
-        return self.projection(mixed)
+        projected: torch.Tensor = self.projection(mixed)
+        return projected
 
 
 class TransformerBlock(nn.Module):
@@ -46,8 +47,9 @@ class TransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(embed_dim, hidden), nn.GELU(), nn.Linear(hidden, embed_dim))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        tokens = tokens + self.attention(self.norm1(tokens))
-        return tokens + self.mlp(self.norm2(tokens))
+        attended: torch.Tensor = tokens + self.attention(self.norm1(tokens))
+        transformed: torch.Tensor = attended + self.mlp(self.norm2(attended))
+        return transformed
 
 
 class PatchEmbedding(nn.Module):
@@ -61,7 +63,8 @@ class PatchEmbedding(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        tokens = self.projection(images).flatten(2).transpose(1, 2)  # [B, patches, embed_dim]
+        patches: torch.Tensor = self.projection(images)
+        tokens = patches.flatten(2).transpose(1, 2)  # [B, patches, embed_dim]
         return tokens + self.position
 
 
@@ -82,7 +85,8 @@ class VisionTransformerStage(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embedding(inputs) if self.patch_embedding is not None else inputs
-        return self.blocks(tokens)  # [B, T, embed_dim]
+        transformed: torch.Tensor = self.blocks(tokens)  # [B, T, embed_dim]
+        return transformed
 
 
 def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:

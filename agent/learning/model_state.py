@@ -44,10 +44,18 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     model.load_state_dict(dict(state), strict=False)
 
 
+METADATA_KEY = "layerfed"
+
+
 def encode_tensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> bytes:
-    """safetensors bytes of ``tensors``; identical input gives identical bytes."""
+    """safetensors bytes of ``tensors``; identical input gives identical bytes.
+
+    safetensors writes its metadata map in hash order, which changes from process to process, so our
+    metadata travels as one canonical JSON string under a single key: equal content, equal bytes, equal CID.
+    """
     ordered = {name: tensors[name].contiguous() for name in sorted(tensors)}
-    return save_tensors(ordered, metadata=dict(metadata) if metadata else None)
+    packed = {METADATA_KEY: json.dumps(dict(metadata), sort_keys=True)} if metadata else None
+    return save_tensors(ordered, metadata=packed)
 
 
 def decode_tensors(payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -56,7 +64,10 @@ def decode_tensors(payload: bytes) -> tuple[dict[str, torch.Tensor], dict[str, s
         tensors = load_tensors(payload)
         header_length = int.from_bytes(payload[:8], "little")
         header = json.loads(payload[8 : 8 + header_length])
+        packed = (header.get("__metadata__") or {}).get(METADATA_KEY)
+        metadata = json.loads(packed) if packed else {}
+        if not isinstance(metadata, dict):
+            raise ValueError("metadata is not an object")
     except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
         raise UpdateRejectedError(f"payload is not valid safetensors: {exc}") from exc
-    metadata = header.get("__metadata__") or {}
     return tensors, {str(key): str(value) for key, value in metadata.items()}

@@ -44,7 +44,9 @@ class TrainingConfig:
         if self.local_epochs < 1:
             raise ConfigurationError(f"local_epochs must be at least 1, not {self.local_epochs}")
         if self.batch_size < 2:
-            raise ConfigurationError(f"batch_size must be at least 2 for a contrastive loss, not {self.batch_size}")
+            raise ConfigurationError(
+                f"batch_size must be at least 2 for a contrastive loss, not {self.batch_size}"
+            )
         if self.learning_rate <= 0:
             raise ConfigurationError(f"learning_rate must be positive, not {self.learning_rate}")
         if self.temperature <= 0:
@@ -71,7 +73,8 @@ class ClientResult:
 
 def contrastive_loss(temperature: float) -> nn.Module:
     """NT-Xent (SimCLR, Chen et al., 2020) from lightly: the positive pair against 2N-2 negatives."""
-    return NTXentLoss(temperature=temperature)
+    loss: nn.Module = NTXentLoss(temperature=temperature)
+    return loss
 
 
 class StageTrainer:
@@ -114,7 +117,9 @@ def train_client(
     exchanges at ``stage``, as deltas from ``global_state``.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ConfigurationError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        raise ConfigurationError(
+            f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
     if len(images) < 2:
         raise ConfigurationError(f"a client needs at least 2 images to train, has {len(images)}")
     started = time.perf_counter()
@@ -122,7 +127,9 @@ def train_client(
     model = StagedModel(spec, config.federation_seed)
     load_state(model, global_state)
     trainer = StageTrainer(model, config.mode, stage)
-    optimizer = torch.optim.AdamW(trainer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        trainer.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     augment = SimCLRAugmentation(spec.image_channels, spec.image_size, config.minimum_crop_scale)
     criterion = contrastive_loss(config.temperature)
     generator = torch.Generator().manual_seed(seed)
@@ -148,7 +155,9 @@ def train_client(
     trained_state = extract_state(model)
     prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
     deltas = {
-        name: trained_state[name] - global_state[name] for name in trained_state if is_exchanged(name, prefixes)
+        name: trained_state[name] - global_state[name]
+        for name in trained_state
+        if is_exchanged(name, prefixes)
     }
     update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
     metrics = TrainingMetrics(

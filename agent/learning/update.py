@@ -43,7 +43,9 @@ class ModelUpdate:
     def from_bytes(cls, payload: bytes) -> ModelUpdate:
         tensors, metadata = decode_tensors(payload)
         if metadata.get("format") != UPDATE_FORMAT:
-            raise UpdateRejectedError(f"update format is {metadata.get('format')!r}, expected {UPDATE_FORMAT}")
+            raise UpdateRejectedError(
+                f"update format is {metadata.get('format')!r}, expected {UPDATE_FORMAT}"
+            )
         try:
             mode = TrainingMode(metadata["mode"])
             stage = int(metadata["stage"])
@@ -71,7 +73,8 @@ def validate_update(
     """Raise UpdateRejectedError unless ``update`` is exactly what ``mode`` exchanges at ``stage``."""
     if update.mode is not mode or update.stage != stage:
         raise UpdateRejectedError(
-            f"update is for mode {update.mode.value} stage {update.stage}, expected {mode.value} stage {stage}"
+            f"update is for mode {update.mode.value} stage {update.stage}, "
+            f"expected {mode.value} stage {stage}"
         )
     if not 0 < update.samples <= MAXIMUM_SAMPLES:
         raise UpdateRejectedError(f"update claims {update.samples} samples")
@@ -80,7 +83,9 @@ def validate_update(
     if received != expected:
         unexpected = sorted(set(received) - set(expected))
         missing = sorted(set(expected) - set(received))
-        raise UpdateRejectedError(f"update tensors differ: unexpected {unexpected[:3]}, missing {missing[:3]}")
+        raise UpdateRejectedError(
+            f"update tensors differ: unexpected {unexpected[:3]}, missing {missing[:3]}"
+        )
     for name in expected:
         delta = update.deltas[name]
         if delta.dtype != torch.float32:

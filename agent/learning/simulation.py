@@ -1,0 +1,113 @@
+"""A whole federation in one process, built from exactly the client step and merge the agent runs.
+
+Used by the benchmark and the tests: N clients train the current stage on their shards, every
+participant's update is merged with :func:`merge_updates`, and the byte counts are those of the
+decentralised protocol: a peer uploads its own update once and downloads every other participant's
+update (there is no server to download a merged model from).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from agent.errors import ConfigurationError
+from agent.learning.merging import merge_updates
+from agent.learning.model_state import ModelState, extract_state
+from agent.learning.training import ClientResult, TrainingConfig, train_client
+from models.seeding import derive_seed
+from models.staged_model import StagedModel
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """S stages x R rounds per stage; round indices are 0-based and global across stages."""
+
+    stages: int
+    rounds_per_stage: int
+
+    def __post_init__(self) -> None:
+        if self.rounds_per_stage < 1:
+            raise ConfigurationError(f"rounds_per_stage must be at least 1, not {self.rounds_per_stage}")
+
+    @property
+    def total_rounds(self) -> int:
+        return self.stages * self.rounds_per_stage
+
+    def stage_of(self, round_index: int) -> int:
+        """1-based stage of a 0-based round index."""
+        return round_index // self.rounds_per_stage + 1
+
+    def is_last_round_of_stage(self, round_index: int) -> bool:
+        return (round_index + 1) % self.rounds_per_stage == 0
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What happened in one simulated round."""
+
+    round_index: int
+    stage: int
+    participants: tuple[int, ...]
+    results: tuple[ClientResult, ...]
+    upload_bytes: tuple[int, ...]
+    download_bytes: tuple[int, ...]
+    state: ModelState
+
+
+def initial_state(config: TrainingConfig) -> ModelState:
+    """The genesis model every peer builds from the federation seed."""
+    return extract_state(StagedModel(config.spec, config.federation_seed))
+
+
+def choose_participants(clients: int, fraction: float, seed: int) -> tuple[int, ...]:
+    """A seeded sample of ``max(1, round(fraction * clients))`` client indices, sorted."""
+    if not 0 < fraction <= 1:
+        raise ConfigurationError(f"participation fraction must be in (0, 1], not {fraction}")
+    count = max(1, round(fraction * clients))
+    return tuple(sorted(random.Random(seed).sample(range(clients), count)))
+
+
+def simulate(
+    config: TrainingConfig,
+    schedule: Schedule,
+    client_images: Sequence[torch.Tensor],
+    participation: float = 1.0,
+    state: Mapping[str, torch.Tensor] | None = None,
+    on_client_start: Callable[[int, int], None] | None = None,
+) -> Iterator[RoundRecord]:
+    """Run every round of ``schedule`` and yield a record after each merge.
+
+    ``on_client_start(round_index, client)`` is called before each client trains (the benchmark resets
+    its peak-memory counter there).
+    """
+    if schedule.stages != config.spec.stages:
+        raise ConfigurationError(f"schedule has {schedule.stages} stages, the model {config.spec.stages}")
+    current: ModelState = dict(state) if state is not None else initial_state(config)
+    for round_index in range(schedule.total_rounds):
+        stage = schedule.stage_of(round_index)
+        participants = choose_participants(
+            len(client_images),
+            participation,
+            derive_seed(config.federation_seed, "participants", round_index),
+        )
+        results = []
+        for client in participants:
+            if on_client_start is not None:
+                on_client_start(round_index, client)
+            seed = derive_seed(config.federation_seed, "train", round_index, client)
+            results.append(train_client(current, stage, client_images[client], config, seed))
+        current = merge_updates(current, [result.update for result in results])
+        sizes = [result.metrics.update_bytes for result in results]
+        yield RoundRecord(
+            round_index=round_index,
+            stage=stage,
+            participants=participants,
+            results=tuple(results),
+            upload_bytes=tuple(sizes),
+            download_bytes=tuple(sum(sizes) - own for own in sizes),
+            state=current,
+        )
