@@ -8,9 +8,12 @@ pass and they cost one forward pass instead of three passes' worth of FLOPs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from lightly.loss import NTXentLoss
@@ -51,6 +54,32 @@ class TrainingConfig:
             raise ConfigurationError(f"learning_rate must be positive, not {self.learning_rate}")
         if self.temperature <= 0:
             raise ConfigurationError(f"temperature must be positive, not {self.temperature}")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["spec"] = self.spec.to_dict()
+        values["mode"] = self.mode.value
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        """Inverse of :meth:`to_dict`; unknown or missing keys raise ConfigurationError."""
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigurationError(f"unknown training config keys: {', '.join(unknown)}")
+        converted = dict(values)
+        try:
+            converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
+            converted["mode"] = TrainingMode.parse(str(values["mode"]))
+            return cls(**converted)
+        except (KeyError, TypeError) as exc:
+            raise ConfigurationError(f"training config is incomplete or malformed: {exc}") from exc
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical JSON form: recorded on chain, so every peer provably runs this recipe."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,239 @@
+"""``layerfed demo``: a whole leaderless federation on one machine, on the embedded defaults.
+
+N peers run in threads of this process, each with its own key, its own state directory and its own shard
+of Fashion-MNIST, and talk only through the three ports: an in-process Ethereum chain with the
+Coordinator contract, an in-process MQTT broker, and a local content-addressed directory shared the way
+an IPFS network is. Nothing needs installing beyond the Python package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from agent.adapters.embedded_broker import EmbeddedBroker
+from agent.adapters.ethereum_ledger import EthereumLedger, create_embedded_chain, deploy_coordinator
+from agent.adapters.local_store import LocalContentStore
+from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
+from agent.commands.presence import online_and_last_will
+from agent.data.partition import partition_iid
+from agent.data.registry import load_dataset
+from agent.engine.federation import federation_settings
+from agent.engine.round_engine import EngineOptions, RoundEngine
+from agent.engine.statistics import EngineStatistics, StatisticsSnapshot
+from agent.errors import ConfigurationError
+from agent.identity import load_or_create_account
+from agent.learning.evaluation import evaluate
+from agent.learning.model_file import decode_model, encode_model
+from agent.learning.modes import TrainingMode
+from agent.learning.simulation import initial_state
+from agent.learning.training import TrainingConfig
+from models.spec import EncoderSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoPreset:
+    """How big a demo federation is; ``smoke`` takes a minute or two, ``default`` learns something."""
+
+    spec: EncoderSpec
+    rounds_per_stage: int
+    samples_per_peer: int
+    test_samples: int
+    local_epochs: int
+    batch_size: int
+
+
+PRESETS = {
+    "smoke": DemoPreset(
+        spec=EncoderSpec(architecture="resnet", stages=2, widths=(16, 32)),
+        rounds_per_stage=1,
+        samples_per_peer=256,
+        test_samples=1000,
+        local_epochs=1,
+        batch_size=64,
+    ),
+    "default": DemoPreset(
+        spec=EncoderSpec(architecture="resnet", stages=4, widths=(32, 64, 128, 256)),
+        rounds_per_stage=2,
+        samples_per_peer=1500,
+        test_samples=2000,
+        local_epochs=1,
+        batch_size=128,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PeerReport:
+    address: str
+    final_model_cid: str
+    statistics: StatisticsSnapshot
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    peers: list[PeerReport]
+    rounds_finalized: list[dict[str, object]]
+    linear_probe_accuracy: float
+    knn_accuracy: float
+    training_seconds: float
+    protocol_seconds: float
+    wall_seconds: float
+    contract_address: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def run_demo(
+    peers: int,
+    preset_name: str,
+    data_directory: Path | None,
+    work_directory: Path,
+    mode: TrainingMode = TrainingMode.LAYER_WISE,
+    seed: int = 0,
+    say: Callable[[str], None] = print,
+) -> DemoReport:
+    """Run the federation to the end of its schedule and report what every peer ended with."""
+    if peers < 2:
+        raise ConfigurationError(f"a federation needs at least 2 peers, not {peers}")
+    if preset_name not in PRESETS:
+        raise ConfigurationError(f"unknown demo preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[preset_name]
+    started = time.perf_counter()
+    train = load_dataset("fashion-mnist", data_directory, "train", limit=peers * preset.samples_per_peer)
+    test = load_dataset("fashion-mnist", data_directory, "test", limit=preset.test_samples)
+    shards = [train.images[indices] for indices in partition_iid(len(train), peers, seed)]
+    config = TrainingConfig(
+        spec=preset.spec,
+        mode=mode,
+        federation_seed=seed,
+        local_epochs=preset.local_epochs,
+        batch_size=preset.batch_size,
+    )
+    store = LocalContentStore(work_directory / "content")
+    genesis_cid = store.put(encode_model(initial_state(config), config))
+    accounts = [load_or_create_account(work_directory / f"peer-{index}" / "key") for index in range(peers)]
+    deployer = Account.create()
+    chain = create_embedded_chain(fund=[deployer.address, *(account.address for account in accounts)])
+    settings = federation_settings(
+        config, genesis_cid, preset.rounds_per_stage, quorum=peers, round_duration_seconds=3600
+    )
+    contract_address = deploy_coordinator(chain, deployer, settings)
+    federation_id = contract_address.lower()
+    say(
+        f"federation {contract_address}: {peers} peers, {mode.value}, "
+        f"{settings.stages} stages x {settings.rounds_per_stage} rounds"
+    )
+
+    broker = EmbeddedBroker()
+    broker.start()
+    stop = threading.Event()
+    engines: list[RoundEngine] = []
+    buses: list[MqttMessageBus] = []
+    results: dict[int, str] = {}
+    try:
+        for index, account in enumerate(accounts):
+            online, will = online_and_last_will(federation_id, account)
+            bus = MqttMessageBus(
+                MqttSettings(
+                    host=broker.host, port=broker.port, protocol="3.1.1", client_id=f"demo-peer-{index}"
+                ),
+                last_will=will,
+                connect_message=online,
+            )
+            buses.append(bus)
+            engines.append(
+                RoundEngine(
+                    account=account,
+                    ledger=EthereumLedger(chain, contract_address, account),
+                    store=store,
+                    bus=bus,
+                    images=shards[index],
+                    state_directory=work_directory / f"peer-{index}",
+                    federation_id=federation_id,
+                    options=EngineOptions(poll_seconds=0.2),
+                    statistics=EngineStatistics(),
+                )
+            )
+        threads = [
+            threading.Thread(target=_run_engine, args=(engine, stop, results, index), name=f"peer-{index}")
+            for index, engine in enumerate(engines)
+        ]
+        for thread in threads:
+            thread.start()
+        observer = EthereumLedger(chain, contract_address, deployer)
+        _report_progress(observer, threads, say, started)
+        for thread in threads:
+            thread.join()
+    finally:
+        stop.set()
+        for bus in buses:
+            bus.close()
+        broker.stop()
+
+    missing = [index for index in range(peers) if index not in results]
+    if missing:
+        raise ConfigurationError(f"peers {missing} stopped before the end of training; see the log")
+    observer = EthereumLedger(chain, contract_address, deployer)
+    final_state, _config = decode_model(store.get(observer.latest_canonical_model()))
+    evaluation = evaluate(
+        final_state,
+        config.spec,
+        seed,
+        config.spec.stages,
+        train.images,
+        train.labels,
+        test.images,
+        test.labels,
+    )
+    snapshots = [engine.statistics.snapshot() for engine in engines]
+    peer_reports = [
+        PeerReport(address=engine.account.address, final_model_cid=results[index], statistics=snapshot)
+        for index, (engine, snapshot) in enumerate(zip(engines, snapshots, strict=True))
+    ]
+    return DemoReport(
+        peers=peer_reports,
+        rounds_finalized=[
+            {"round": entry.number, "stage": entry.stage, "model_cid": entry.model_cid}
+            for entry in observer.round_log()
+        ],
+        linear_probe_accuracy=evaluation.linear_probe_accuracy,
+        knn_accuracy=evaluation.knn_accuracy,
+        training_seconds=sum(report.statistics.training_seconds for report in peer_reports),
+        protocol_seconds=sum(report.statistics.protocol_seconds for report in peer_reports),
+        wall_seconds=time.perf_counter() - started,
+        contract_address=contract_address,
+    )
+
+
+def _run_engine(engine: RoundEngine, stop: threading.Event, results: dict[int, str], index: int) -> None:
+    try:
+        results[index] = engine.run(stop)
+    except Exception:
+        logger.exception("peer %d failed", index)
+
+
+def _report_progress(
+    observer: EthereumLedger, threads: list[threading.Thread], say: Callable[[str], None], started: float
+) -> None:
+    """Print each finalized round as the chain records it, until every peer has finished."""
+    reported = 0
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(0.5)
+        log = observer.round_log()
+        for entry in log[reported:]:
+            say(
+                f"[{time.perf_counter() - started:7.1f} s] round {entry.number} (stage {entry.stage}) "
+                f"finalized: {entry.model_cid}"
+            )
+        reported = len(log)

@@ -1,0 +1,366 @@
+"""The round engine: one device's part in a leaderless federation, round after round.
+
+Each round: read the canonical model from the chain -> train this device's stage with the learning core
+-> pin the update -> record its CID on the chain -> announce it -> wait until the round's submissions are
+closed (quorum or deadline; the chain is the source of truth, the bus only wakes us early and lets us
+prefetch) -> fetch, verify and validate every submitted update -> merge deterministically -> pin the model
+-> attest its CID -> wait for the majority to finalize the round -> next round.
+
+Every step is idempotent and driven by what the chain says, with :mod:`agent.engine.checkpoint` for what
+only this device knows, so a restart at any point resumes without redoing or losing work, and a device
+that joins late starts from the latest canonical model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from eth_account.signers.local import LocalAccount
+
+from agent.engine.checkpoint import CheckpointFile
+from agent.engine.federation import Federation
+from agent.engine.inbox import Inbox, ParticipantRegistry
+from agent.engine.statistics import EngineStatistics
+from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
+from agent.learning.merging import merge_updates
+from agent.learning.model_file import encode_model
+from agent.learning.model_state import ModelState
+from agent.learning.training import train_client
+from agent.learning.update import ModelUpdate, validate_update
+from agent.ports.content_store import ContentStore
+from agent.ports.ledger import Ledger, RoundPhase, RoundState
+from agent.ports.message_bus import MessageBus
+from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
+from models.seeding import derive_seed
+
+logger = logging.getLogger(__name__)
+
+ALREADY_DONE_REASONS = (
+    "CoordinatorDuplicateSubmission",
+    "CoordinatorDuplicateAttestation",
+    "CoordinatorAlreadyRegistered",
+)
+
+ROUND_OVER_REASONS = (
+    "CoordinatorRoundNotCurrent",
+    "CoordinatorAttestationClosed",
+    "CoordinatorTrainingComplete",
+)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Timing and safety limits of one engine."""
+
+    poll_seconds: float = 1.0
+    maximum_update_bytes: int = 256 * 1024 * 1024
+    fetch_attempts: int = 5
+    retry_seconds: float = 2.0
+
+
+class RoundEngine:
+    """Runs rounds until the federation's schedule is complete or ``stop`` is set."""
+
+    def __init__(
+        self,
+        *,
+        account: LocalAccount,
+        ledger: Ledger,
+        store: ContentStore,
+        bus: MessageBus,
+        images: torch.Tensor,
+        state_directory: Path,
+        federation_id: str,
+        options: EngineOptions | None = None,
+        statistics: EngineStatistics | None = None,
+        on_round_finished: Callable[[int, str], None] | None = None,
+    ) -> None:
+        self.account = account
+        self.ledger = ledger
+        self.store = store
+        self.bus = bus
+        self.images = images
+        self.federation_id = federation_id
+        self.options = options or EngineOptions()
+        self.statistics = statistics or EngineStatistics()
+        self.checkpoints = CheckpointFile(state_directory)
+        self.on_round_finished = on_round_finished
+        self.federation = Federation.load(ledger, store)
+        self.inbox = Inbox(bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics)
+        self._models: dict[str, ModelState] = {
+            self.federation.settings.genesis_model_cid: self.federation.genesis
+        }
+        self._prefetched: dict[str, bytes] = {}
+        self._last_finalized = -1
+
+    # ----------------------------------------------------------------------------------------- running
+
+    def run(self, stop: threading.Event | None = None) -> str:
+        """Take part until training is complete; return the final canonical model's CID."""
+        stop = stop or threading.Event()
+        self._join()
+        self.inbox.start()
+        while not stop.is_set():
+            try:
+                state = self.ledger.current_round()
+                self._note_progress(state)
+                if state.training_complete:
+                    return self.ledger.latest_canonical_model()
+                if not self._act(state):
+                    self._wait(stop)
+            except (NetworkError, ContractRevertError) as failure:
+                logger.warning(
+                    "%s: %s; retrying in %.1f s", self.account.address, failure, self.options.retry_seconds
+                )
+                stop.wait(self.options.retry_seconds)
+        return self.ledger.latest_canonical_model()
+
+    def _join(self) -> None:
+        if self.ledger.is_participant(self.account.address):
+            return
+        with self.statistics.measure("transaction"):
+            self._transact(self.ledger.register)
+
+    def _act(self, state: RoundState) -> bool:
+        """Do the next step this device owes the current round; False when there is nothing to do."""
+        if state.phase is RoundPhase.SUBMISSION and not self._has_submitted(state.number):
+            self._train_and_submit(state)
+            return True
+        if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
+            self._merge_and_attest(state)
+            return True
+        if state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION) and time.time() > state.deadline:
+            with self.statistics.measure("transaction"):
+                self._transact(self.ledger.close_expired_round)
+            return True
+        return False
+
+    def _wait(self, stop: threading.Event) -> None:
+        """Wait for the next message (prefetching announced updates) or the poll interval."""
+        message = self.inbox.next(self.options.poll_seconds)
+        if message is not None and not stop.is_set():
+            self._handle_message(message)
+
+    # ---------------------------------------------------------------------------------------- training
+
+    def _has_submitted(self, round_number: int) -> bool:
+        me = self.account.address.lower()
+        return any(
+            submission.participant.lower() == me for submission in self.ledger.submissions(round_number)
+        )
+
+    def _train_and_submit(self, state: RoundState) -> None:
+        base_cid = self.ledger.latest_canonical_model()
+        checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
+        if not checkpoint.update_cid:
+            base = self._model(base_cid)
+            seed = derive_seed(
+                self.federation.config.federation_seed, "train", state.number, self.account.address.lower()
+            )
+            with self.statistics.measure("training"):
+                result = train_client(base, state.stage, self.images, self.federation.config, seed)
+            payload = result.update.to_bytes()
+            with self.statistics.measure("pin"):
+                cid = self.store.put(payload)
+            self.statistics.add("bytes_uploaded", len(payload))
+            checkpoint = checkpoint.with_update(cid, result.update.samples)
+            self.checkpoints.save(checkpoint)
+            logger.info(
+                "round %d stage %d: trained, loss %.4f, update %s",
+                state.number,
+                state.stage,
+                result.metrics.loss,
+                cid,
+            )
+        with self.statistics.measure("transaction"):
+            self._transact(
+                lambda: self.ledger.submit_update(
+                    state.number, checkpoint.update_cid, checkpoint.update_samples
+                )
+            )
+        announcement = UpdateAnnounced(
+            federation=self.federation_id,
+            round=state.number,
+            stage=state.stage,
+            participant=self.account.address,
+            cid=checkpoint.update_cid,
+            samples=checkpoint.update_samples,
+            sent_at=_now_milliseconds(),
+        )
+        self._publish(announcement)
+
+    # ----------------------------------------------------------------------------------------- merging
+
+    def _owes_attestation(self, round_number: int) -> bool:
+        checkpoint = self.checkpoints.load()
+        if checkpoint.round_number == round_number and checkpoint.attested:
+            return False
+        return self._has_submitted(round_number)
+
+    def _merge_and_attest(self, state: RoundState) -> None:
+        base_cid = self.ledger.latest_canonical_model()
+        checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
+        if not checkpoint.merged_model_cid:
+            base = self._model(base_cid)
+            updates = [
+                update
+                for submission in self.ledger.submissions(state.number)
+                if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
+                is not None
+            ]
+            with self.statistics.measure("merge"):
+                merged = merge_updates(base, updates) if updates else base
+                payload = encode_model(merged, self.federation.config)
+            with self.statistics.measure("pin"):
+                model_cid = self.store.put(payload)
+            self._models[model_cid] = merged
+            self.statistics.add("updates_merged", len(updates))
+            checkpoint = checkpoint.with_merged_model(model_cid)
+            self.checkpoints.save(checkpoint)
+        try:
+            with self.statistics.measure("attest"):
+                self._transact(lambda: self.ledger.attest_model(state.number, checkpoint.merged_model_cid))
+        except ContractRevertError as revert:
+            if not (revert.reason or "").startswith(ROUND_OVER_REASONS):
+                raise
+            self._compare_with_canonical(state.number, checkpoint.merged_model_cid)
+            self.checkpoints.save(checkpoint.with_attestation())
+            return
+        self.checkpoints.save(checkpoint.with_attestation())
+        self._publish(
+            ModelAttested(
+                federation=self.federation_id,
+                round=state.number,
+                participant=self.account.address,
+                model_cid=checkpoint.merged_model_cid,
+                sent_at=_now_milliseconds(),
+            )
+        )
+
+    def _compare_with_canonical(self, round_number: int, merged_cid: str) -> None:
+        """The majority finalized the round before our attestation: check that we agree with it."""
+        canonical = self.ledger.canonical_model(round_number)
+        if canonical == merged_cid:
+            logger.info("round %d was finalized before our attestation, with our model", round_number)
+        else:
+            logger.warning(
+                "round %d was finalized as %s, but this peer merged %s; continuing from the canonical model",
+                round_number,
+                canonical,
+                merged_cid,
+            )
+
+    def _verified_update(
+        self, cid: str, samples: int, base: ModelState, state: RoundState
+    ) -> ModelUpdate | None:
+        """The update behind ``cid`` if it can be fetched and is valid; None (logged, counted) if not."""
+        try:
+            payload = self._fetch(cid)
+            with self.statistics.measure("verify"):
+                update = ModelUpdate.from_bytes(payload)
+                config = self.federation.config
+                validate_update(update, base, config.mode, state.stage, config.spec.stages)
+                if update.samples != samples:
+                    raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples}")
+            return update
+        except (UpdateRejectedError, NetworkError) as rejection:
+            self.statistics.add("rejected_updates", 1)
+            logger.warning("round %d: left out update %s: %s", state.number, cid, rejection)
+            return None
+
+    def _fetch(self, cid: str) -> bytes:
+        """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit."""
+        if cid in self._prefetched:
+            return self._prefetched[cid]
+        for attempt in range(1, self.options.fetch_attempts + 1):
+            try:
+                with self.statistics.measure("fetch"):
+                    payload = self.store.get(cid)
+                break
+            except NetworkError as failure:
+                if attempt == self.options.fetch_attempts:
+                    raise
+                logger.info("fetching %s failed (%s), attempt %d", cid, failure, attempt)
+                time.sleep(self.options.retry_seconds)
+        if len(payload) > self.options.maximum_update_bytes:
+            raise UpdateRejectedError(
+                f"{cid} is {len(payload)} bytes, above the limit {self.options.maximum_update_bytes}"
+            )
+        self.statistics.add("bytes_downloaded", len(payload))
+        self._prefetched[cid] = payload
+        return payload
+
+    # ------------------------------------------------------------------------------------------ models
+
+    def _model(self, cid: str) -> ModelState:
+        """A canonical model by CID, from memory or the store, validated against the recipe's shapes."""
+        if cid not in self._models:
+            with self.statistics.measure("fetch"):
+                payload = self.store.get(cid)
+            self.statistics.add("bytes_downloaded", len(payload))
+            self._models = {cid: self.federation.validated_model(payload)}
+        return self._models[cid]
+
+    # ---------------------------------------------------------------------------------------- messages
+
+    def _handle_message(self, message: Message) -> None:
+        """Prefetch an announced update once the chain confirms it; attestations are informational."""
+        if not isinstance(message, UpdateAnnounced) or message.cid in self._prefetched:
+            return
+        recorded = any(
+            submission.participant.lower() == message.participant.lower()
+            and submission.update_cid == message.cid
+            for submission in self.ledger.submissions(message.round)
+        )
+        if not recorded:
+            self.statistics.add("rejected_messages", 1)
+            logger.warning(
+                "announcement of %s by %s is not recorded on chain for round %d",
+                message.cid,
+                message.participant,
+                message.round,
+            )
+            return
+        try:
+            self._fetch(message.cid)
+        except LayerfedError as failure:
+            logger.info("prefetch of %s failed: %s (will retry when merging)", message.cid, failure)
+
+    def _publish(self, message: UpdateAnnounced | ModelAttested) -> None:
+        with self.statistics.measure("announce"):
+            try:
+                self.bus.publish(topic_of(message), encode(message, self.account))
+            except NetworkError as failure:  # the chain already has it: peers will find it by polling
+                logger.warning("announcement not published: %s", failure)
+
+    def _transact(self, operation: Callable[[], None]) -> None:
+        """Send one transaction; a revert saying this was already done counts as done."""
+        try:
+            operation()
+        except ContractRevertError as revert:
+            if revert.reason and revert.reason.startswith(ALREADY_DONE_REASONS):
+                logger.info("already done: %s", revert.reason)
+                return
+            raise
+        self.statistics.add("transactions", 1)
+        self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
+
+    def _note_progress(self, state: RoundState) -> None:
+        if state.finalized_rounds > self._last_finalized:
+            if self._last_finalized >= 0:
+                self.statistics.add("rounds_completed", state.finalized_rounds - self._last_finalized)
+                if self.on_round_finished is not None:
+                    self.on_round_finished(state.finalized_rounds, self.ledger.latest_canonical_model())
+            self._last_finalized = state.finalized_rounds
+            self._prefetched.clear()
+            self.inbox.guard.advance(state.number)
+
+
+def _now_milliseconds() -> int:
+    return int(time.time() * 1000)

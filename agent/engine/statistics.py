@@ -1,0 +1,90 @@
+"""Where a peer's time and bytes go: local training versus the protocol around it.
+
+Protocol time is every step outside training that the round engine performs itself: pinning, sending
+transactions, announcing, fetching, verifying, merging and attesting. Waiting for slower peers is neither,
+and is reported apart, so the protocol's own overhead can be compared with training time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+PROTOCOL_STEPS = ("pin", "transaction", "announce", "fetch", "verify", "merge", "attest")
+
+
+@dataclass
+class EngineStatistics:
+    """Counters one engine updates as it works; read them at any time (thread-safe snapshots)."""
+
+    training_seconds: float = 0.0
+    step_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    bytes_uploaded: int = 0
+    bytes_downloaded: int = 0
+    rounds_completed: int = 0
+    updates_merged: int = 0
+    rejected_messages: int = 0
+    rejected_updates: int = 0
+    transactions: int = 0
+    gas_used: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def measure(self, step: str) -> Iterator[None]:
+        """Add the wall time of the ``with`` body to ``step`` (one of PROTOCOL_STEPS or ``training``)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            with self._lock:
+                if step == "training":
+                    self.training_seconds += elapsed
+                else:
+                    self.step_seconds[step] += elapsed
+
+    def add(self, name: str, amount: int) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+    @property
+    def protocol_seconds(self) -> float:
+        with self._lock:
+            return sum(self.step_seconds.values())
+
+    def snapshot(self) -> StatisticsSnapshot:
+        with self._lock:
+            return StatisticsSnapshot(
+                training_seconds=self.training_seconds,
+                protocol_seconds=sum(self.step_seconds.values()),
+                protocol_step_seconds=dict(self.step_seconds),
+                bytes_uploaded=self.bytes_uploaded,
+                bytes_downloaded=self.bytes_downloaded,
+                rounds_completed=self.rounds_completed,
+                updates_merged=self.updates_merged,
+                rejected_messages=self.rejected_messages,
+                rejected_updates=self.rejected_updates,
+                transactions=self.transactions,
+                gas_used=self.gas_used,
+            )
+
+
+@dataclass(frozen=True)
+class StatisticsSnapshot:
+    """The counters of :class:`EngineStatistics` at one moment."""
+
+    training_seconds: float
+    protocol_seconds: float
+    protocol_step_seconds: dict[str, float]
+    bytes_uploaded: int
+    bytes_downloaded: int
+    rounds_completed: int
+    updates_merged: int
+    rejected_messages: int
+    rejected_updates: int
+    transactions: int
+    gas_used: int
