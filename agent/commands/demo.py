@@ -16,24 +16,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from eth_account import Account
-
-from agent.adapters.embedded_broker import EmbeddedBroker
-from agent.adapters.ethereum_ledger import EthereumLedger, create_embedded_chain, deploy_coordinator
-from agent.adapters.local_store import LocalContentStore
-from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
-from agent.commands.presence import online_and_last_will
+from agent.adapters.ethereum_ledger import EthereumLedger
+from agent.commands.embedded_federation import EmbeddedFederation
 from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
-from agent.engine.federation import federation_settings
-from agent.engine.round_engine import EngineOptions, RoundEngine
-from agent.engine.statistics import EngineStatistics, StatisticsSnapshot
+from agent.engine.statistics import StatisticsSnapshot
 from agent.errors import ConfigurationError
-from agent.identity import load_or_create_account
 from agent.learning.evaluation import evaluate
-from agent.learning.model_file import decode_model, encode_model
+from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
-from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from models.spec import EncoderSpec
 
@@ -120,71 +111,29 @@ def run_demo(
         local_epochs=preset.local_epochs,
         batch_size=preset.batch_size,
     )
-    store = LocalContentStore(work_directory / "content")
-    genesis_cid = store.put(encode_model(initial_state(config), config))
-    accounts = [load_or_create_account(work_directory / f"peer-{index}" / "key") for index in range(peers)]
-    deployer = Account.create()
-    chain = create_embedded_chain(fund=[deployer.address, *(account.address for account in accounts)])
-    settings = federation_settings(
-        config, genesis_cid, preset.rounds_per_stage, quorum=peers, round_duration_seconds=3600
-    )
-    contract_address = deploy_coordinator(chain, deployer, settings)
-    federation_id = contract_address.lower()
-    say(
-        f"federation {contract_address}: {peers} peers, {mode.value}, "
-        f"{settings.stages} stages x {settings.rounds_per_stage} rounds"
-    )
-
-    broker = EmbeddedBroker()
-    broker.start()
-    stop = threading.Event()
-    engines: list[RoundEngine] = []
-    buses: list[MqttMessageBus] = []
-    results: dict[int, str] = {}
-    try:
-        for index, account in enumerate(accounts):
-            online, will = online_and_last_will(federation_id, account)
-            bus = MqttMessageBus(
-                MqttSettings(
-                    host=broker.host, port=broker.port, protocol="3.1.1", client_id=f"demo-peer-{index}"
-                ),
-                last_will=will,
-                connect_message=online,
-            )
-            buses.append(bus)
-            engines.append(
-                RoundEngine(
-                    account=account,
-                    ledger=EthereumLedger(chain, contract_address, account),
-                    store=store,
-                    bus=bus,
-                    images=shards[index],
-                    state_directory=work_directory / f"peer-{index}",
-                    federation_id=federation_id,
-                    options=EngineOptions(poll_seconds=0.2),
-                    statistics=EngineStatistics(),
-                )
-            )
-        threads = [
-            threading.Thread(target=_run_engine, args=(engine, stop, results, index), name=f"peer-{index}")
-            for index, engine in enumerate(engines)
-        ]
-        for thread in threads:
-            thread.start()
-        observer = EthereumLedger(chain, contract_address, deployer)
-        _report_progress(observer, threads, say, started)
-        for thread in threads:
-            thread.join()
-    finally:
-        stop.set()
-        for bus in buses:
-            bus.close()
-        broker.stop()
-
+    with EmbeddedFederation(
+        config, peers=peers, rounds_per_stage=preset.rounds_per_stage, work_directory=work_directory
+    ) as federation:
+        settings = federation.settings
+        say(
+            f"federation {federation.contract_address}: {peers} peers, {mode.value}, "
+            f"{settings.stages} stages x {settings.rounds_per_stage} rounds"
+        )
+        engines = [federation.engine(index, shard) for index, shard in enumerate(shards)]
+        stop = threading.Event()
+        threads, results = federation.start(engines, stop)
+        try:
+            _report_progress(federation.observer, threads, say, started)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        observer = federation.observer
+        store = federation.store
+        contract_address = federation.contract_address
     missing = [index for index in range(peers) if index not in results]
     if missing:
         raise ConfigurationError(f"peers {missing} stopped before the end of training; see the log")
-    observer = EthereumLedger(chain, contract_address, deployer)
     final_state, _config = decode_model(store.get(observer.latest_canonical_model()))
     evaluation = evaluate(
         final_state,
@@ -214,13 +163,6 @@ def run_demo(
         wall_seconds=time.perf_counter() - started,
         contract_address=contract_address,
     )
-
-
-def _run_engine(engine: RoundEngine, stop: threading.Event, results: dict[int, str], index: int) -> None:
-    try:
-        results[index] = engine.run(stop)
-    except Exception:
-        logger.exception("peer %d failed", index)
 
 
 def _report_progress(

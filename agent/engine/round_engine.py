@@ -165,6 +165,7 @@ class RoundEngine:
             )
             with self.statistics.measure("training"):
                 result = train_client(base, state.stage, self.images, self.federation.config, seed)
+            self.statistics.add("updates_trained", 1)
             payload = result.update.to_bytes()
             with self.statistics.measure("pin"):
                 cid = self.store.put(payload)

@@ -26,6 +26,7 @@ class EngineStatistics:
     bytes_uploaded: int = 0
     bytes_downloaded: int = 0
     rounds_completed: int = 0
+    updates_trained: int = 0
     updates_merged: int = 0
     rejected_messages: int = 0
     rejected_updates: int = 0
@@ -65,6 +66,7 @@ class EngineStatistics:
                 bytes_uploaded=self.bytes_uploaded,
                 bytes_downloaded=self.bytes_downloaded,
                 rounds_completed=self.rounds_completed,
+                updates_trained=self.updates_trained,
                 updates_merged=self.updates_merged,
                 rejected_messages=self.rejected_messages,
                 rejected_updates=self.rejected_updates,
@@ -83,6 +85,7 @@ class StatisticsSnapshot:
     bytes_uploaded: int
     bytes_downloaded: int
     rounds_completed: int
+    updates_trained: int
     updates_merged: int
     rejected_messages: int
     rejected_updates: int

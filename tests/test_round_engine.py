@@ -1,0 +1,228 @@
+"""The round engine on the embedded services: agreement, bad peers, restarts.
+
+Real in-process chain (eth-tester + the Coordinator contract), real embedded MQTT broker, real local
+content store; only the model is tiny so a round takes a second.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from eth_account import Account
+
+from agent.commands.embedded_federation import EmbeddedFederation
+from agent.engine.round_engine import EngineOptions
+from agent.errors import LedgerError
+from agent.learning.model_file import decode_model
+from agent.learning.modes import TrainingMode
+from agent.learning.simulation import initial_state
+from agent.learning.training import TrainingConfig
+from agent.learning.update import ModelUpdate, expected_update_names
+from agent.ports.ledger import RoundPhase
+from agent.protocol.messages import UpdateAnnounced, encode, topic_of
+from models.spec import EncoderSpec
+
+TINY = TrainingConfig(
+    spec=EncoderSpec(architecture="resnet", stages=3, widths=(4, 8, 8), projection_dim=8),
+    mode=TrainingMode.LAYER_WISE,
+    federation_seed=3,
+    batch_size=8,
+)
+
+
+def shard(index: int, count: int = 16) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(100 + index)
+    return torch.randint(0, 256, (count, 1, 28, 28), generator=generator, dtype=torch.uint8)
+
+
+@pytest.fixture
+def federation(tmp_path: Path) -> Iterator[EmbeddedFederation]:
+    with EmbeddedFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path) as embedded:
+        yield embedded
+
+
+def run_to_completion(federation: EmbeddedFederation, timeout_seconds: float = 120.0) -> dict[int, str]:
+    engines = [federation.engine(index, shard(index)) for index in range(len(federation.accounts))]
+    stop = threading.Event()
+    threads, results = federation.start(engines, stop)
+    for thread in threads:
+        thread.join(timeout_seconds)
+    stop.set()
+    assert not any(thread.is_alive() for thread in threads), "a peer did not finish in time"
+    federation.engines = engines  # type: ignore[attr-defined]
+    return results
+
+
+def test_every_peer_ends_with_the_same_model_and_the_chain_records_each_round(
+    federation: EmbeddedFederation,
+) -> None:
+    results = run_to_completion(federation)
+    assert sorted(results) == [0, 1, 2]
+    assert len(set(results.values())) == 1
+    log = federation.observer.round_log()
+    assert [(entry.number, entry.stage) for entry in log] == [(1, 1), (2, 2), (3, 3)]
+    assert log[-1].model_cid == results[0] == federation.observer.latest_canonical_model()
+    state, config = decode_model(federation.store.get(results[0]))
+    assert config == TINY
+    genesis = initial_state(TINY)
+    assert all(not torch.equal(state[name], genesis[name]) for name in state if name.startswith("stages.2."))
+
+
+def bad_update(kind: str, stage: int) -> bytes:
+    reference = initial_state(TINY)
+    names = expected_update_names(reference, TINY.mode, stage, TINY.spec.stages)
+    deltas = {name: torch.zeros_like(reference[name]) for name in names}
+    if kind == "nan":
+        deltas[names[0]] = torch.full_like(reference[names[0]], float("nan"))
+    elif kind == "shape":
+        deltas[names[0]] = torch.zeros(3, 3)
+    elif kind == "garbage":
+        return b"this is not a safetensors file"
+    return ModelUpdate(TINY.mode, stage, 16, deltas).to_bytes()
+
+
+def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path: Path) -> None:
+    # Four participants, quorum four: the fourth submits a bad update every round and never attests.
+    with EmbeddedFederation(TINY, peers=4, rounds_per_stage=1, work_directory=tmp_path) as federation:
+        attacker = federation.accounts[3]
+        attacker_ledger = federation.ledger(attacker)
+        attacker_ledger.register()
+        honest = [federation.engine(index, shard(index)) for index in range(3)]
+        stop = threading.Event()
+        threads, results = federation.start(honest, stop)
+        for round_number, kind in ((1, "nan"), (2, "shape"), (3, "garbage")):
+            deadline = time.monotonic() + 60
+            while federation.observer.current_round().number != round_number:
+                assert time.monotonic() < deadline, f"round {round_number} never opened"
+                time.sleep(0.05)
+            cid = federation.store.put(bad_update(kind, round_number))
+            attacker_ledger.submit_update(round_number, cid, 16)
+        for thread in threads:
+            thread.join(120)
+        stop.set()
+        assert len(set(results.values())) == 1 and len(results) == 3
+        assert len(federation.observer.round_log()) == 3
+        for engine in honest:
+            assert engine.statistics.snapshot().rejected_updates == 3
+            assert engine.statistics.snapshot().updates_merged == 9
+
+
+def test_bytes_that_do_not_match_their_cid_are_left_out(federation: EmbeddedFederation) -> None:
+    engine = federation.engine(0, shard(0))
+    good = bad_update("zeros", 1)
+    cid = federation.store.put(good)
+    stored = federation.work_directory / "content" / "blocks" / cid
+    stored.chmod(0o644)
+    stored.write_bytes(good[:-4] + b"\x01\x02\x03\x04")
+    state = federation.observer.current_round()
+    assert engine._verified_update(cid, 16, initial_state(TINY), state) is None
+    assert engine.statistics.snapshot().rejected_updates == 1
+
+
+def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: EmbeddedFederation) -> None:
+    engine = federation.engine(0, shard(0))
+    stranger_ledger = federation.ledger(federation.accounts[1])
+    stranger_ledger.register()
+    announcement = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=1,
+        stage=1,
+        participant=federation.accounts[1].address,
+        cid=federation.store.put(b"never submitted"),
+        samples=16,
+        sent_at=0,
+    )
+    engine._handle_message(announcement)
+    assert engine.statistics.snapshot().rejected_messages == 1
+    assert announcement.cid not in engine._prefetched
+
+
+def test_the_inbox_rejects_what_a_bus_may_carry(federation: EmbeddedFederation) -> None:
+    engine = federation.engine(0, shard(0))
+    member = federation.accounts[1]
+    federation.ledger(member).register()
+    stranger = Account.create()
+    announcement = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=1,
+        stage=1,
+        participant=member.address,
+        cid="bafkreiabc",
+        samples=1,
+        sent_at=1,
+    )
+    topic = topic_of(announcement)
+    signed = encode(announcement, member)
+    unregistered = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=1,
+        stage=1,
+        participant=stranger.address,
+        cid="bafkreiabc",
+        samples=1,
+        sent_at=1,
+    )
+    engine.inbox.receive(topic, b"{not json")
+    engine.inbox.receive(topic, signed.replace(b'"signature":"0x', b'"signature":"0x00'))
+    engine.inbox.receive(topic_of(unregistered), encode(unregistered, stranger))
+    engine.inbox.receive(topic_of(unregistered), signed)  # right signer, someone else's topic
+    assert engine.statistics.snapshot().rejected_messages == 4
+    assert engine.inbox.next(0.01) is None
+    engine.inbox.receive(topic, signed)
+    engine.inbox.receive(topic, signed)  # a QoS 1 redelivery or a replay
+    assert engine.inbox.next(0.01) == announcement
+    assert engine.inbox.next(0.01) is None
+
+
+class CrashingLedger:
+    """Wraps a ledger and fails the first submission, as if the device lost power right before it."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.crashed = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def submit_update(self, round_number: int, update_cid: str, samples: int) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise LedgerError("power cut")
+        self._inner.submit_update(round_number, update_cid, samples)  # type: ignore[attr-defined]
+
+
+def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
+    federation: EmbeddedFederation,
+) -> None:
+    crashing = federation.engine(0, shard(0))
+    crashing.ledger = CrashingLedger(crashing.ledger)  # type: ignore[assignment]
+    crashing.ledger.register()
+    state = crashing.ledger.current_round()
+    with pytest.raises(LedgerError):
+        crashing._train_and_submit(state)
+    assert crashing.statistics.snapshot().updates_trained == 1
+    pinned_cid = crashing.checkpoints.load().update_cid
+    assert pinned_cid and state.phase is RoundPhase.SUBMISSION
+
+    restarted = federation.engine(0, shard(0))  # same key and state directory: a new process
+    others = [federation.engine(index, shard(index)) for index in (1, 2)]
+    stop = threading.Event()
+    threads, results = federation.start([restarted, *others], stop)
+    for thread in threads:
+        thread.join(120)
+    stop.set()
+    assert len(set(results.values())) == 1 and len(results) == 3
+    assert restarted.statistics.snapshot().updates_trained == 2, "round 1 must not be trained again"
+    first_round = federation.observer.submissions(1)
+    assert pinned_cid in {submission.update_cid for submission in first_round}
+
+
+def test_engine_options_keep_sane_defaults() -> None:
+    options = EngineOptions()
+    assert options.poll_seconds > 0 and options.fetch_attempts >= 1
+    assert options.maximum_update_bytes >= 64 * 1024 * 1024
