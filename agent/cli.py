@@ -33,7 +33,98 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_bench(commands)
+    _add_agent(commands)
+    _add_contract(commands)
     return parser
+
+
+def _add_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = commands.add_parser("agent", help="run this device's agent", description="This device's agent.")
+    actions = agent.add_subparsers(dest="action", required=True, metavar="ACTION")
+    run = actions.add_parser(
+        "run",
+        help="take part in the federation until its schedule is complete",
+        description="Run the round engine against the configured chain, IPFS node and MQTT broker.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="agent configuration (TOML)")
+    run.set_defaults(handler=_run_agent)
+
+
+def _run_agent(arguments: argparse.Namespace) -> int:
+    from agent.commands.agent_config import load_agent_config
+    from agent.commands.run_agent import run_agent
+
+    final_model = run_agent(load_agent_config(arguments.config))
+    print(final_model)
+    return 0
+
+
+def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    contract = commands.add_parser(
+        "contract", help="the Coordinator contract", description="Coordinator contract."
+    )
+    actions = contract.add_subparsers(dest="action", required=True, metavar="ACTION")
+    deploy = actions.add_parser(
+        "deploy",
+        help="start a new federation: pin the genesis model and deploy a Coordinator",
+        description="Pin the genesis model of a training recipe and deploy a Coordinator for it.",
+    )
+    deploy.add_argument("--chain-url", required=True, help="JSON-RPC URL of an Ethereum node")
+    deploy.add_argument(
+        "--key-file", type=Path, required=True, help="deployer key (created if absent, mode 0600)"
+    )
+    deploy.add_argument(
+        "--recipe", type=Path, default=None, help="training recipe JSON (default: ResNet, lw)"
+    )
+    deploy.add_argument("--mode", default="lw", help="lw, prog or e2e, when no recipe is given (default lw)")
+    deploy.add_argument("--seed", type=int, default=0, help="federation seed, when no recipe is given")
+    deploy.add_argument("--rounds-per-stage", type=int, default=2)
+    deploy.add_argument("--quorum", type=int, required=True, help="submissions that close a round")
+    deploy.add_argument("--round-duration", type=int, default=3600, help="seconds per phase (default 3600)")
+    deploy.add_argument(
+        "--allow", action="append", default=[], help="allowlist an address (closed membership)"
+    )
+    deploy.add_argument("--ipfs", default="/ip4/127.0.0.1/tcp/5001/http", help="IPFS RPC API multiaddress")
+    deploy.add_argument(
+        "--store-directory", type=Path, default=None, help="use a local content store instead"
+    )
+    deploy.set_defaults(handler=_deploy_contract)
+
+
+def _deploy_contract(arguments: argparse.Namespace) -> int:
+    from agent.adapters.ipfs_store import IpfsContentStore
+    from agent.adapters.local_store import LocalContentStore
+    from agent.commands.deploy import deploy_federation, load_recipe
+    from agent.learning.modes import TrainingMode
+    from agent.learning.training import TrainingConfig
+    from agent.ports.content_store import ContentStore
+    from models.spec import EncoderSpec
+
+    config = (
+        load_recipe(arguments.recipe)
+        if arguments.recipe
+        else TrainingConfig(
+            spec=EncoderSpec(), mode=TrainingMode.parse(arguments.mode), federation_seed=arguments.seed
+        )
+    )
+    store: ContentStore = (
+        LocalContentStore(arguments.store_directory)
+        if arguments.store_directory
+        else IpfsContentStore(arguments.ipfs)
+    )
+    deployment = deploy_federation(
+        arguments.chain_url,
+        arguments.key_file,
+        store,
+        config,
+        rounds_per_stage=arguments.rounds_per_stage,
+        quorum=arguments.quorum,
+        round_duration_seconds=arguments.round_duration,
+        allowlist=tuple(arguments.allow),
+    )
+    print(f"contract {deployment.contract_address}")
+    print(f"genesis model {deployment.genesis_model_cid}")
+    return 0
 
 
 def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -90,7 +181,10 @@ def _run_demo(arguments: argparse.Namespace) -> int:
 
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.benchmark import runner
+    try:  # TEMPORARY until runner lands
+        from agent.benchmark import runner
+    except ImportError:
+        return
 
     bench = commands.add_parser(
         "bench",

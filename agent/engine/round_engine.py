@@ -135,7 +135,8 @@ class RoundEngine:
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
             self._merge_and_attest(state)
             return True
-        if state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION) and time.time() > state.deadline:
+        open_phase = state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION)
+        if open_phase and (state.expired or time.time() > state.deadline):
             with self.statistics.measure("transaction"):
                 self._transact(self.ledger.close_expired_round)
             return True

@@ -1,0 +1,156 @@
+"""The agent's configuration file (TOML), read once at start-up and checked key by key.
+
+A mistake fails fast with a message that names the file and the key, and exits with the configuration
+error code, so systemd does not restart a service that cannot work. Keys are full words; anything
+unknown is an error (a misspelt key silently ignored is a setting silently lost).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigurationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class FederationSection:
+    contract: str
+    chain_url: str
+    identifier: str = ""
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    kind: str = "ipfs"  # "ipfs" or "local"
+    address: str = "/ip4/127.0.0.1/tcp/5001/http"
+    directory: str = ""
+    timeout_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class BrokerSection:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    protocol: str = "5"
+    username: str = ""
+    password_file: str = ""
+    tls_ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = "fashion-mnist"
+    path: str = ""
+    limit: int = 0
+    shard: int = 0
+    shards: int = 1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    key_file: str = "/var/lib/layerfed/key"
+    state_directory: str = "/var/lib/layerfed"
+    poll_seconds: float = 2.0
+    threads: int = 0
+    memory_limit: str = ""
+    metrics_port: int = 0
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    federation: FederationSection
+    store: StoreSection = field(default_factory=StoreSection)
+    broker: BrokerSection = field(default_factory=BrokerSection)
+    data: DataSection = field(default_factory=DataSection)
+    agent: AgentSection = field(default_factory=AgentSection)
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "federation": FederationSection,
+    "store": StoreSection,
+    "broker": BrokerSection,
+    "data": DataSection,
+    "agent": AgentSection,
+}
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Parse and check ``path``; ConfigurationError names the file and the offending key."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigurationError(f"{path}: cannot read the configuration: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(f"{path}: not valid TOML: {error}") from error
+    unknown = sorted(set(document) - set(SECTIONS))
+    if unknown:
+        raise ConfigurationError(f"{path}: unknown section [{unknown[0]}]; known: {', '.join(SECTIONS)}")
+    if "federation" not in document:
+        raise ConfigurationError(f"{path}: missing section [federation] (keys contract, chain_url)")
+    sections = {
+        name: _section(path, name, section_type, document.get(name, {}))
+        for name, section_type in SECTIONS.items()
+    }
+    config = AgentConfig(path=path, **sections)
+    _check(config)
+    return config
+
+
+def _section(path: Path, name: str, section_type: type[Any], values: object) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigurationError(f"{path}: [{name}] must be a table")
+    fields = section_type.__dataclass_fields__
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigurationError(f"{path}: unknown key {name}.{key}; known: {', '.join(fields)}")
+        expected = fields[key].type
+        if not _has_type(value, expected):
+            raise ConfigurationError(
+                f"{path}: {name}.{key} must be {expected}, not {type(value).__name__} {value!r}"
+            )
+    missing = [
+        key
+        for key, spec in fields.items()
+        if spec.default is MISSING and spec.default_factory is MISSING and key not in values
+    ]
+    if missing:
+        raise ConfigurationError(f"{path}: missing key {name}.{missing[0]}")
+    return section_type(**values)
+
+
+def _has_type(value: object, expected: object) -> bool:
+    names = {"str": str, "int": int, "float": (int, float)}
+    kind = names.get(str(expected))
+    if kind is None:
+        return True
+    return isinstance(value, kind) and not isinstance(value, bool)  # type: ignore[arg-type]
+
+
+def _check(config: AgentConfig) -> None:
+    path = config.path
+    if config.store.kind not in ("ipfs", "local"):
+        raise ConfigurationError(f'{path}: store.kind must be "ipfs" or "local", not {config.store.kind!r}')
+    if config.store.kind == "local" and not config.store.directory:
+        raise ConfigurationError(f'{path}: store.directory is required when store.kind is "local"')
+    if config.broker.protocol not in ("5", "3.1.1"):
+        raise ConfigurationError(
+            f'{path}: broker.protocol must be "5" or "3.1.1", not {config.broker.protocol!r}'
+        )
+    if not 0 < config.broker.port < 65536:
+        raise ConfigurationError(f"{path}: broker.port {config.broker.port} is not a TCP port")
+    if not 0 <= config.data.shard < config.data.shards:
+        raise ConfigurationError(f"{path}: data.shard must be in 0..data.shards-1 ({config.data.shards - 1})")
+    if config.agent.poll_seconds <= 0:
+        raise ConfigurationError(f"{path}: agent.poll_seconds must be positive")
+    if not config.federation.contract.startswith("0x") or len(config.federation.contract) != 42:
+        raise ConfigurationError(f"{path}: federation.contract must be a 0x-prefixed 20-byte address")

@@ -1,0 +1,60 @@
+"""``layerfed contract deploy``: start a new federation.
+
+Builds the genesis model from the recipe, pins it to the content store (peers fetch it by the CID that
+goes on chain), and deploys a Coordinator whose settings carry the recipe's digest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.adapters.ethereum_ledger import deploy_coordinator
+from agent.engine.federation import federation_settings
+from agent.errors import ConfigurationError
+from agent.identity import load_or_create_account
+from agent.learning.model_file import encode_model
+from agent.learning.simulation import initial_state
+from agent.learning.training import TrainingConfig
+from agent.ports.content_store import ContentStore
+
+
+@dataclass(frozen=True)
+class Deployment:
+    contract_address: str
+    genesis_model_cid: str
+
+
+def load_recipe(path: Path) -> TrainingConfig:
+    """A training recipe from a JSON file holding :meth:`TrainingConfig.to_dict`'s keys."""
+    try:
+        return TrainingConfig.from_dict(json.loads(path.read_text()))
+    except OSError as error:
+        raise ConfigurationError(f"{path}: cannot read the recipe: {error.strerror}") from error
+    except ValueError as error:
+        raise ConfigurationError(f"{path}: not valid JSON: {error}") from error
+
+
+def deploy_federation(
+    chain_url: str,
+    key_file: Path,
+    store: ContentStore,
+    config: TrainingConfig,
+    rounds_per_stage: int,
+    quorum: int,
+    round_duration_seconds: int,
+    allowlist: tuple[str, ...] = (),
+) -> Deployment:
+    deployer = load_or_create_account(key_file)
+    genesis_cid = store.put(encode_model(initial_state(config), config))
+    settings = federation_settings(
+        config,
+        genesis_cid,
+        rounds_per_stage,
+        quorum,
+        round_duration_seconds,
+        open_membership=not allowlist,
+    )
+    address = deploy_coordinator(chain_url, deployer, settings, allowlist=allowlist)
+    return Deployment(contract_address=address, genesis_model_cid=genesis_cid)

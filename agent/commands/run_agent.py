@@ -1,0 +1,98 @@
+"""``layerfed agent run``: one device's agent against the configured chain, IPFS node and broker."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import torch
+
+from agent.adapters.ethereum_ledger import EthereumLedger
+from agent.adapters.ipfs_store import IpfsContentStore
+from agent.adapters.local_store import LocalContentStore
+from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings, OutgoingMessage
+from agent.commands.agent_config import AgentConfig
+from agent.commands.presence import online_and_last_will
+from agent.data.partition import partition_iid
+from agent.data.registry import load_dataset
+from agent.engine.round_engine import EngineOptions, RoundEngine
+from agent.errors import ConfigurationError
+from agent.identity import load_or_create_account
+from agent.ports.content_store import ContentStore
+
+logger = logging.getLogger(__name__)
+
+
+def local_images(config: AgentConfig) -> torch.Tensor:
+    """This device's training images: its data set, or its IID shard of one (for experiments)."""
+    data = config.data
+    dataset = load_dataset(data.dataset, data.path or None, "train", limit=data.limit or None)
+    if data.shards == 1:
+        return dataset.images
+    return dataset.images[partition_iid(len(dataset), data.shards, data.seed)[data.shard]]
+
+
+def content_store(config: AgentConfig) -> ContentStore:
+    if config.store.kind == "local":
+        return LocalContentStore(Path(config.store.directory))
+    return IpfsContentStore(config.store.address, timeout=config.store.timeout_seconds)
+
+
+def message_bus(
+    config: AgentConfig, account_address: str, online: OutgoingMessage, will: OutgoingMessage
+) -> MqttMessageBus:
+    broker = config.broker
+    password = None
+    if broker.password_file:
+        try:
+            password = Path(broker.password_file).read_text().strip()
+        except OSError as error:
+            raise ConfigurationError(f"{config.path}: broker.password_file: {error.strerror}") from error
+    settings = MqttSettings(
+        host=broker.host,
+        port=broker.port,
+        protocol="5" if broker.protocol == "5" else "3.1.1",
+        client_id=f"layerfed-{account_address.lower()}",
+        username=broker.username or None,
+        password=password,
+        tls_ca_file=Path(broker.tls_ca_file) if broker.tls_ca_file else None,
+    )
+    return MqttMessageBus(settings, last_will=will, connect_message=online)
+
+
+def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
+    """Take part in the federation until its schedule is complete (or SIGTERM); return the final model CID."""
+    stop = stop or threading.Event()
+    if config.agent.threads:
+        torch.set_num_threads(config.agent.threads)
+    account = load_or_create_account(Path(config.agent.key_file))
+    federation_id = config.federation.identifier or config.federation.contract.lower()
+    ledger = EthereumLedger.connect(config.federation.chain_url, config.federation.contract, account)
+    online, will = online_and_last_will(federation_id, account)
+    bus = message_bus(config, account.address, online, will)
+    try:
+        engine = RoundEngine(
+            account=account,
+            ledger=ledger,
+            store=content_store(config),
+            bus=bus,
+            images=local_images(config),
+            state_directory=Path(config.agent.state_directory),
+            federation_id=federation_id,
+            options=EngineOptions(poll_seconds=config.agent.poll_seconds),
+        )
+        _stop_on_signals(stop)
+        logger.info("agent %s joined federation %s", account.address, federation_id)
+        return engine.run(stop)
+    finally:
+        bus.close()
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM (systemd stop) and SIGINT end the engine's loop after its current step."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda _number, _frame: stop.set())

@@ -1,0 +1,667 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+/// @title Coordinator of a layerfed federation
+/// @notice Records, round by round, which layer updates the participants published (by CID) and which merged
+/// model a majority of them attests. It stores no weights and merges nothing: every peer fetches the updates
+/// from IPFS, merges them itself, deterministically, and attests the CID of the model it obtained.
+/// @dev Round numbers start at 1 and only grow; a failed round is never reopened, the next round retrains the
+/// same schedule step. A CID is stored as its sha2-256 digest plus its codec (raw 0x55 or dag-pb 0x70): the
+/// CIDv1 string is rebuilt off chain. Deadline rule, for a round whose deadline passes (see README.md):
+/// anyone may call `closeExpiredRound`; a submission phase with at least one update closes with what arrived
+/// and attestation gets a fresh window; one with no update, or an attestation window that ends without a
+/// strict majority, fails the round and the previous canonical model carries over.
+contract Coordinator {
+    /// @notice How the federation trains the encoder: layer-wise, progressive, or end to end.
+    enum TrainingMode {
+        LayerWise,
+        Progressive,
+        EndToEnd
+    }
+
+    /// @notice Where a round stands. `Submission`: updates are accepted until the quorum or the deadline.
+    /// `Attestation`: submitters attest the model they merged. `Finalized` and `Failed` are final.
+    enum Phase {
+        Submission,
+        Attestation,
+        Finalized,
+        Failed
+    }
+
+    /// @notice Why a round failed.
+    enum FailureReason {
+        NoSubmissions,
+        NoMajority
+    }
+
+    /// @notice What the deployer fixes for the life of the federation.
+    /// @dev `trainingMode` is a uint8, not the enum, so that a bad value reaches the constructor's own check
+    /// (and its custom error) instead of failing ABI decoding without a reason.
+    struct Settings {
+        uint8 trainingMode;
+        uint32 stages;
+        uint32 roundsPerStage;
+        uint32 quorum;
+        uint64 roundDuration;
+        bytes32 modelSpecDigest;
+        uint8 genesisCodec;
+        bytes32 genesisDigest;
+        uint64 federationSeed;
+        bool openMembership;
+    }
+
+    /// @notice One round's public state.
+    struct RoundInfo {
+        uint32 stage;
+        Phase phase;
+        uint64 deadline;
+        uint32 submissionCount;
+        uint32 attestationCount;
+        uint8 canonicalCodec;
+        bytes32 canonicalDigest;
+    }
+
+    /// @notice One update submitted to a round.
+    struct Submission {
+        address participant;
+        uint64 samples;
+        uint8 codec;
+        bytes32 digest;
+    }
+
+    /// @notice A finalized round and its canonical model, as listed by `roundLog`.
+    struct FinalizedRound {
+        uint256 round;
+        uint32 stage;
+        uint8 codec;
+        bytes32 digest;
+    }
+
+    /// @dev Packed into one slot, so that a submission or an attestation rewrites a single word.
+    struct Round {
+        uint64 deadline;
+        uint32 stage;
+        uint32 submissionCount;
+        uint32 attestationCount;
+        uint32 leadingAttestations;
+        Phase phase;
+        uint8 canonicalCodec;
+        bytes32 canonicalDigest;
+    }
+
+    /// @dev One slot per account. The last rounds it submitted to and attested in make the
+    /// one-per-round checks free: rounds only grow, and only the current round accepts either.
+    struct Member {
+        bool allowed;
+        bool registered;
+        uint32 position;
+        uint64 lastSubmittedRound;
+        uint64 lastAttestedRound;
+    }
+
+    uint8 private constant CODEC_RAW = 0x55;
+    uint8 private constant CODEC_DAG_PB = 0x70;
+
+    address private immutable _deployer;
+    uint8 private immutable _trainingMode;
+    uint32 private immutable _stages;
+    uint32 private immutable _roundsPerStage;
+    uint32 private immutable _quorum;
+    uint64 private immutable _roundDuration;
+    bytes32 private immutable _modelSpecDigest;
+    uint8 private immutable _genesisCodec;
+    bytes32 private immutable _genesisDigest;
+    uint64 private immutable _federationSeed;
+    bool private immutable _openMembership;
+
+    uint256 private _currentRound;
+    uint256 private _finalizedRounds;
+    uint8 private _latestCodec;
+    bytes32 private _latestDigest;
+    address[] private _participants;
+    mapping(address account => Member) private _members;
+    mapping(uint256 round => Round) private _rounds;
+    mapping(uint256 round => mapping(uint256 index => Submission)) private _submissions;
+    mapping(uint256 round => mapping(bytes32 model => uint32 votes)) private _votes;
+
+    /// @notice An account joined the federation.
+    /// @param participant The account that registered.
+    event ParticipantRegistered(address indexed participant);
+
+    /// @notice An account left the federation, by itself or because the deployer disallowed it.
+    /// @param participant The account that left.
+    event ParticipantLeft(address indexed participant);
+
+    /// @notice The deployer put an account on the allowlist.
+    /// @param account The account allowed to register.
+    event AccountAllowed(address indexed account);
+
+    /// @notice The deployer took an account off the allowlist.
+    /// @param account The account no longer allowed to register.
+    event AccountDisallowed(address indexed account);
+
+    /// @notice A round opened for submissions.
+    /// @param round The round number.
+    /// @param stage The training stage (1-based) the round belongs to.
+    /// @param deadline When the submission phase expires (unix seconds).
+    event RoundOpened(uint256 indexed round, uint32 indexed stage, uint64 deadline);
+
+    /// @notice A participant published its update for a round.
+    /// @param round The round number.
+    /// @param participant The submitter.
+    /// @param codec The update CID's codec.
+    /// @param digest The update CID's sha2-256 digest.
+    /// @param samples How many training samples the update was computed from (the merge weight).
+    event UpdateSubmitted(
+        uint256 indexed round, address indexed participant, uint8 codec, bytes32 digest, uint64 samples
+    );
+
+    /// @notice A round stopped accepting updates; its submitters may now attest.
+    /// @param round The round number.
+    /// @param submissions How many updates the round holds.
+    /// @param quorumReached False when the deadline closed the phase with fewer updates than the quorum.
+    /// @param attestationDeadline When the attestation phase expires (unix seconds).
+    event SubmissionClosed(uint256 indexed round, uint32 submissions, bool quorumReached, uint64 attestationDeadline);
+
+    /// @notice A submitter attested the model it merged for a round.
+    /// @param round The round number.
+    /// @param participant The attester.
+    /// @param codec The model CID's codec.
+    /// @param digest The model CID's sha2-256 digest.
+    /// @param votes How many attestations this model has now.
+    event ModelAttested(uint256 indexed round, address indexed participant, uint8 codec, bytes32 digest, uint32 votes);
+
+    /// @notice A strict majority of a round's submitters attested one model: it is the round's canonical model.
+    /// @param round The round number.
+    /// @param stage The stage the round belongs to.
+    /// @param codec The canonical model CID's codec.
+    /// @param digest The canonical model CID's sha2-256 digest.
+    /// @param finalizedRounds How many rounds are finalized, this one included.
+    event RoundFinalized(uint256 indexed round, uint32 indexed stage, uint8 codec, bytes32 digest, uint256 finalizedRounds);
+
+    /// @notice A round ended without a canonical model; the previous one carries over.
+    /// @param round The round number.
+    /// @param stage The stage the round belonged to; the next round retrains it.
+    /// @param reason Why it failed.
+    event RoundFailed(uint256 indexed round, uint32 indexed stage, FailureReason reason);
+
+    /// @notice The last round of the last stage was finalized: training is complete.
+    /// @param round The last round.
+    /// @param codec The final model CID's codec.
+    /// @param digest The final model CID's sha2-256 digest.
+    event TrainingCompleted(uint256 indexed round, uint8 codec, bytes32 digest);
+
+    /// @notice Only the deployer may change the allowlist.
+    /// @param caller The account that tried.
+    error CoordinatorNotDeployer(address caller);
+
+    /// @notice The training mode is not 0 (layer-wise), 1 (progressive) or 2 (end to end).
+    /// @param mode The mode given.
+    error CoordinatorInvalidTrainingMode(uint8 mode);
+
+    /// @notice Stages and rounds per stage must both be at least 1.
+    /// @param stages The number of stages given.
+    /// @param roundsPerStage The rounds per stage given.
+    error CoordinatorInvalidSchedule(uint32 stages, uint32 roundsPerStage);
+
+    /// @notice The quorum must be at least 1.
+    /// @param quorum The quorum given.
+    error CoordinatorInvalidQuorum(uint32 quorum);
+
+    /// @notice The round duration must be at least 1 second.
+    /// @param roundDuration The duration given.
+    error CoordinatorInvalidRoundDuration(uint64 roundDuration);
+
+    /// @notice A CID must have codec raw (0x55) or dag-pb (0x70) and a non-zero sha2-256 digest.
+    /// @param codec The codec given.
+    /// @param digest The digest given.
+    error CoordinatorUnsupportedCid(uint8 codec, bytes32 digest);
+
+    /// @notice The allowlist is unused: membership is open.
+    error CoordinatorMembershipOpen();
+
+    /// @notice The account is not on the allowlist.
+    /// @param account The account that tried to register.
+    error CoordinatorNotAllowed(address account);
+
+    /// @notice The account is registered already.
+    /// @param account The account.
+    error CoordinatorAlreadyRegistered(address account);
+
+    /// @notice The account is not a registered participant.
+    /// @param account The account.
+    error CoordinatorNotParticipant(address account);
+
+    /// @notice Every round of the schedule is finalized; nothing more is accepted.
+    /// @param finalizedRounds How many rounds were finalized.
+    error CoordinatorTrainingComplete(uint256 finalizedRounds);
+
+    /// @notice Only the current round accepts updates and attestations.
+    /// @param round The round given.
+    /// @param currentRound The current round.
+    error CoordinatorRoundNotCurrent(uint256 round, uint256 currentRound);
+
+    /// @notice The round's submission phase is over (quorum reached or deadline passed).
+    /// @param round The round.
+    error CoordinatorRoundClosed(uint256 round);
+
+    /// @notice The participant already submitted an update to this round.
+    /// @param round The round.
+    /// @param participant The participant.
+    error CoordinatorDuplicateSubmission(uint256 round, address participant);
+
+    /// @notice An update must come from at least one training sample.
+    /// @param samples The sample count given.
+    error CoordinatorInvalidSampleCount(uint64 samples);
+
+    /// @notice The round is not in its attestation phase, or that phase's deadline passed.
+    /// @param round The round.
+    error CoordinatorAttestationClosed(uint256 round);
+
+    /// @notice Only the round's submitters may attest.
+    /// @param round The round.
+    /// @param account The account that tried.
+    error CoordinatorNotSubmitter(uint256 round, address account);
+
+    /// @notice The submitter already attested a model for this round.
+    /// @param round The round.
+    /// @param participant The submitter.
+    error CoordinatorDuplicateAttestation(uint256 round, address participant);
+
+    /// @notice The current round's deadline has not passed yet.
+    /// @param round The current round.
+    /// @param deadline Its deadline (unix seconds).
+    error CoordinatorRoundNotExpired(uint256 round, uint64 deadline);
+
+    /// @notice The round does not exist yet.
+    /// @param round The round asked for.
+    error CoordinatorUnknownRound(uint256 round);
+
+    /// @notice Fixes the federation's settings and opens round 1.
+    /// @param initial The settings; with closed membership the deployer then calls `allow` per account.
+    constructor(Settings memory initial) {
+        if (initial.trainingMode > uint8(TrainingMode.EndToEnd)) {
+            revert CoordinatorInvalidTrainingMode(initial.trainingMode);
+        }
+        if (initial.stages == 0 || initial.roundsPerStage == 0) {
+            revert CoordinatorInvalidSchedule(initial.stages, initial.roundsPerStage);
+        }
+        if (initial.quorum == 0) revert CoordinatorInvalidQuorum(initial.quorum);
+        if (initial.roundDuration == 0) revert CoordinatorInvalidRoundDuration(initial.roundDuration);
+        _requireSupportedCid(initial.genesisCodec, initial.genesisDigest);
+        _deployer = msg.sender;
+        _trainingMode = initial.trainingMode;
+        _stages = initial.stages;
+        _roundsPerStage = initial.roundsPerStage;
+        _quorum = initial.quorum;
+        _roundDuration = initial.roundDuration;
+        _modelSpecDigest = initial.modelSpecDigest;
+        _genesisCodec = initial.genesisCodec;
+        _genesisDigest = initial.genesisDigest;
+        _federationSeed = initial.federationSeed;
+        _openMembership = initial.openMembership;
+        _latestCodec = initial.genesisCodec;
+        _latestDigest = initial.genesisDigest;
+        // Immutables cannot be read during construction, hence round 1 is opened from the arguments.
+        _openRound(1, 1, uint64(block.timestamp) + initial.roundDuration);
+    }
+
+    modifier onlyDeployer() {
+        if (msg.sender != _deployer) revert CoordinatorNotDeployer(msg.sender);
+        _;
+    }
+
+    modifier onlyClosedMembership() {
+        if (_openMembership) revert CoordinatorMembershipOpen();
+        _;
+    }
+
+    // ---------------------------------------------------------------- membership
+
+    /// @notice Allows an account to register (closed membership only).
+    /// @param account The account to allow.
+    function allow(address account) external onlyDeployer onlyClosedMembership {
+        _members[account].allowed = true;
+        emit AccountAllowed(account);
+    }
+
+    /// @notice Takes an account off the allowlist and, if it is registered, removes it from the participants.
+    /// Its updates and attestations already recorded stand.
+    /// @param account The account to disallow.
+    function disallow(address account) external onlyDeployer onlyClosedMembership {
+        _members[account].allowed = false;
+        emit AccountDisallowed(account);
+        if (_members[account].registered) _removeParticipant(account);
+    }
+
+    /// @notice Joins the federation as the calling account.
+    function register() external {
+        Member storage member = _members[msg.sender];
+        if (member.registered) revert CoordinatorAlreadyRegistered(msg.sender);
+        if (!_openMembership && !member.allowed) revert CoordinatorNotAllowed(msg.sender);
+        _participants.push(msg.sender);
+        member.registered = true;
+        member.position = uint32(_participants.length);
+        emit ParticipantRegistered(msg.sender);
+    }
+
+    /// @notice Leaves the federation. An update already submitted to the current round stays, and its
+    /// submitter may still attest that round: the majority is counted over the round's submitters.
+    function leave() external {
+        if (!_members[msg.sender].registered) revert CoordinatorNotParticipant(msg.sender);
+        _removeParticipant(msg.sender);
+    }
+
+    // ---------------------------------------------------------------- rounds
+
+    /// @notice Records the caller's update for the current round. Closes the submission phase when the
+    /// quorum is reached.
+    /// @param round The current round (guards against submitting to a round that moved on meanwhile).
+    /// @param codec The update CID's codec: raw (0x55) or dag-pb (0x70).
+    /// @param digest The update CID's sha2-256 digest.
+    /// @param samples How many training samples the update was computed from.
+    function submitUpdate(uint256 round, uint8 codec, bytes32 digest, uint64 samples) external {
+        Round storage current = _requireCurrentRound(round);
+        if (current.phase != Phase.Submission || block.timestamp > current.deadline) {
+            revert CoordinatorRoundClosed(round);
+        }
+        Member storage member = _members[msg.sender];
+        if (!member.registered) revert CoordinatorNotParticipant(msg.sender);
+        if (member.lastSubmittedRound == round) revert CoordinatorDuplicateSubmission(round, msg.sender);
+        _requireSupportedCid(codec, digest);
+        if (samples == 0) revert CoordinatorInvalidSampleCount(samples);
+
+        member.lastSubmittedRound = uint64(round);
+        uint32 count = current.submissionCount;
+        _submissions[round][count] = Submission(msg.sender, samples, codec, digest);
+        current.submissionCount = count + 1;
+        emit UpdateSubmitted(round, msg.sender, codec, digest, samples);
+        if (count + 1 >= _quorum) _closeSubmission(round, current, true);
+    }
+
+    /// @notice Attests the model the caller merged from the current round's updates. When a strict majority
+    /// of the round's submitters attest the same model, it becomes the canonical model, the round is
+    /// finalized and the next round opens. When no model can reach a majority any more, the round fails.
+    /// @param round The current round.
+    /// @param codec The model CID's codec: raw (0x55) or dag-pb (0x70).
+    /// @param digest The model CID's sha2-256 digest.
+    function attestModel(uint256 round, uint8 codec, bytes32 digest) external {
+        Round storage current = _requireCurrentRound(round);
+        if (current.phase != Phase.Attestation || block.timestamp > current.deadline) {
+            revert CoordinatorAttestationClosed(round);
+        }
+        Member storage member = _members[msg.sender];
+        if (member.lastSubmittedRound != round) revert CoordinatorNotSubmitter(round, msg.sender);
+        if (member.lastAttestedRound == round) revert CoordinatorDuplicateAttestation(round, msg.sender);
+        _requireSupportedCid(codec, digest);
+
+        member.lastAttestedRound = uint64(round);
+        bytes32 model = keccak256(abi.encodePacked(codec, digest));
+        uint32 votes = _votes[round][model] + 1;
+        _votes[round][model] = votes;
+        uint32 attested = current.attestationCount + 1;
+        current.attestationCount = attested;
+        if (votes > current.leadingAttestations) current.leadingAttestations = votes;
+        emit ModelAttested(round, msg.sender, codec, digest, votes);
+
+        uint32 submitters = current.submissionCount;
+        if (uint256(votes) * 2 > submitters) {
+            _finalize(round, current, codec, digest);
+        } else if (uint256(current.leadingAttestations + (submitters - attested)) * 2 <= submitters) {
+            // Even if every submitter still silent joined the leading model, it would not reach a majority.
+            _fail(round, current, FailureReason.NoMajority);
+        }
+    }
+
+    /// @notice Ends the current round's expired phase; anyone may call it once the deadline has passed.
+    /// A submission phase with at least one update closes with what arrived (partial participation) and
+    /// attestation gets a fresh window of one round duration. A submission phase without updates, or an
+    /// attestation phase without a majority, fails the round: the previous canonical model carries over and
+    /// the next round, opened at once, retrains the same schedule step.
+    function closeExpiredRound() external {
+        uint256 round = _currentRound;
+        Round storage current = _rounds[round];
+        if (current.phase == Phase.Finalized) revert CoordinatorTrainingComplete(_finalizedRounds);
+        if (block.timestamp <= current.deadline) revert CoordinatorRoundNotExpired(round, current.deadline);
+        if (current.phase == Phase.Submission && current.submissionCount > 0) {
+            _closeSubmission(round, current, false);
+        } else if (current.phase == Phase.Submission) {
+            _fail(round, current, FailureReason.NoSubmissions);
+        } else {
+            _fail(round, current, FailureReason.NoMajority);
+        }
+    }
+
+    // ---------------------------------------------------------------- views
+
+    /// @notice The federation's settings, as fixed at deployment.
+    /// @return The settings.
+    function settings() external view returns (Settings memory) {
+        return Settings(
+            _trainingMode,
+            _stages,
+            _roundsPerStage,
+            _quorum,
+            _roundDuration,
+            _modelSpecDigest,
+            _genesisCodec,
+            _genesisDigest,
+            _federationSeed,
+            _openMembership
+        );
+    }
+
+    /// @notice The account that deployed the contract and keeps the allowlist.
+    /// @return The deployer.
+    function deployer() external view returns (address) {
+        return _deployer;
+    }
+
+    /// @notice The current round: the open one, or the last one once training is complete.
+    /// @return The round number (1-based).
+    function currentRound() external view returns (uint256) {
+        return _currentRound;
+    }
+
+    /// @notice The stage (1-based) of the current round: finalized rounds / rounds per stage + 1, capped
+    /// at the number of stages.
+    /// @return The stage.
+    function currentStage() external view returns (uint32) {
+        return _rounds[_currentRound].stage;
+    }
+
+    /// @notice How many rounds reached a canonical model.
+    /// @return The count.
+    function finalizedRounds() external view returns (uint256) {
+        return _finalizedRounds;
+    }
+
+    /// @notice Whether every round of the schedule is finalized.
+    /// @return True when training is complete.
+    function trainingComplete() external view returns (bool) {
+        return _finalizedRounds == uint256(_stages) * _roundsPerStage;
+    }
+
+    /// @notice A round's phase, deadline, counts and canonical model (zero digest when it has none).
+    /// @param round The round number.
+    /// @return The round's state.
+    function roundInfo(uint256 round) external view returns (RoundInfo memory) {
+        return _info(_existingRound(round));
+    }
+
+    /// @notice Everything a peer polls for, in one call: the current round and its state, the schedule's
+    /// progress, and the chain time the answer holds for.
+    /// @return round The current round.
+    /// @return info The current round's state.
+    /// @return finalized How many rounds are finalized.
+    /// @return complete Whether training is complete.
+    /// @return chainTime The timestamp of the block the call ran in (unix seconds).
+    function currentState()
+        external
+        view
+        returns (uint256 round, RoundInfo memory info, uint256 finalized, bool complete, uint256 chainTime)
+    {
+        round = _currentRound;
+        info = _info(_rounds[round]);
+        finalized = _finalizedRounds;
+        complete = finalized == uint256(_stages) * _roundsPerStage;
+        chainTime = block.timestamp;
+    }
+
+    /// @notice The updates submitted to a round, in arrival order.
+    /// @param round The round number.
+    /// @return The submissions.
+    function submissions(uint256 round) external view returns (Submission[] memory) {
+        uint256 count = _existingRound(round).submissionCount;
+        Submission[] memory result = new Submission[](count);
+        for (uint256 index = 0; index < count; ++index) {
+            result[index] = _submissions[round][index];
+        }
+        return result;
+    }
+
+    /// @notice How many submitters attested a given model for a round.
+    /// @param round The round number.
+    /// @param codec The model CID's codec.
+    /// @param digest The model CID's digest.
+    /// @return The number of attestations.
+    function attestations(uint256 round, uint8 codec, bytes32 digest) external view returns (uint32) {
+        _existingRound(round);
+        return _votes[round][keccak256(abi.encodePacked(codec, digest))];
+    }
+
+    /// @notice A round's canonical model; a zero digest when the round is not finalized.
+    /// @param round The round number.
+    /// @return codec The CID's codec.
+    /// @return digest The CID's digest.
+    function canonicalModel(uint256 round) external view returns (uint8 codec, bytes32 digest) {
+        Round storage stored = _existingRound(round);
+        return (stored.canonicalCodec, stored.canonicalDigest);
+    }
+
+    /// @notice The canonical model of the last finalized round, or the genesis model before any.
+    /// @return codec The CID's codec.
+    /// @return digest The CID's digest.
+    function latestCanonicalModel() external view returns (uint8 codec, bytes32 digest) {
+        return (_latestCodec, _latestDigest);
+    }
+
+    /// @notice Every finalized round with its canonical model, oldest first.
+    /// @return The finalized rounds.
+    function roundLog() external view returns (FinalizedRound[] memory) {
+        FinalizedRound[] memory log = new FinalizedRound[](_finalizedRounds);
+        uint256 filled = 0;
+        for (uint256 round = 1; round <= _currentRound; ++round) {
+            Round storage stored = _rounds[round];
+            if (stored.phase == Phase.Finalized) {
+                log[filled++] = FinalizedRound(round, stored.stage, stored.canonicalCodec, stored.canonicalDigest);
+            }
+        }
+        return log;
+    }
+
+    /// @notice The registered participants, in no particular order.
+    /// @return The participants.
+    function participants() external view returns (address[] memory) {
+        return _participants;
+    }
+
+    /// @notice Whether an account is a registered participant.
+    /// @param account The account.
+    /// @return True when registered.
+    function isParticipant(address account) external view returns (bool) {
+        return _members[account].registered;
+    }
+
+    /// @notice Whether an account may register: always with open membership, else when allowlisted.
+    /// @param account The account.
+    /// @return True when it may register.
+    function isAllowed(address account) external view returns (bool) {
+        return _openMembership || _members[account].allowed;
+    }
+
+    // ---------------------------------------------------------------- internals
+
+    function _requireCurrentRound(uint256 round) private view returns (Round storage) {
+        if (_rounds[_currentRound].phase == Phase.Finalized) revert CoordinatorTrainingComplete(_finalizedRounds);
+        if (round != _currentRound) revert CoordinatorRoundNotCurrent(round, _currentRound);
+        return _rounds[round];
+    }
+
+    function _info(Round storage stored) private view returns (RoundInfo memory) {
+        return RoundInfo(
+            stored.stage,
+            stored.phase,
+            stored.deadline,
+            stored.submissionCount,
+            stored.attestationCount,
+            stored.canonicalCodec,
+            stored.canonicalDigest
+        );
+    }
+
+    function _existingRound(uint256 round) private view returns (Round storage) {
+        if (round == 0 || round > _currentRound) revert CoordinatorUnknownRound(round);
+        return _rounds[round];
+    }
+
+    function _requireSupportedCid(uint8 codec, bytes32 digest) private pure {
+        if ((codec != CODEC_RAW && codec != CODEC_DAG_PB) || digest == bytes32(0)) {
+            revert CoordinatorUnsupportedCid(codec, digest);
+        }
+    }
+
+    function _removeParticipant(address account) private {
+        Member storage member = _members[account];
+        uint256 index = member.position - 1;
+        address last = _participants[_participants.length - 1];
+        _participants[index] = last;
+        _members[last].position = uint32(index + 1);
+        _participants.pop();
+        member.registered = false;
+        member.position = 0;
+        emit ParticipantLeft(account);
+    }
+
+    function _closeSubmission(uint256 round, Round storage current, bool quorumReached) private {
+        uint64 attestationDeadline = uint64(block.timestamp) + _roundDuration;
+        current.phase = Phase.Attestation;
+        current.deadline = attestationDeadline;
+        emit SubmissionClosed(round, current.submissionCount, quorumReached, attestationDeadline);
+    }
+
+    function _finalize(uint256 round, Round storage current, uint8 codec, bytes32 digest) private {
+        current.phase = Phase.Finalized;
+        current.canonicalCodec = codec;
+        current.canonicalDigest = digest;
+        _latestCodec = codec;
+        _latestDigest = digest;
+        uint256 finalized = _finalizedRounds + 1;
+        _finalizedRounds = finalized;
+        emit RoundFinalized(round, current.stage, codec, digest, finalized);
+        if (finalized == uint256(_stages) * _roundsPerStage) {
+            emit TrainingCompleted(round, codec, digest);
+        } else {
+            _openNextRound();
+        }
+    }
+
+    function _fail(uint256 round, Round storage current, FailureReason reason) private {
+        current.phase = Phase.Failed;
+        emit RoundFailed(round, current.stage, reason);
+        _openNextRound();
+    }
+
+    function _openNextRound() private {
+        uint32 stage = uint32(_finalizedRounds / _roundsPerStage + 1);
+        _openRound(_currentRound + 1, stage, uint64(block.timestamp) + _roundDuration);
+    }
+
+    function _openRound(uint256 round, uint32 stage, uint64 deadline) private {
+        _currentRound = round;
+        Round storage opened = _rounds[round];
+        opened.stage = stage;
+        opened.deadline = deadline;
+        emit RoundOpened(round, stage, deadline);
+    }
+}
