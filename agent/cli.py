@@ -181,10 +181,7 @@ def _run_demo(arguments: argparse.Namespace) -> int:
 
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    try:  # TEMPORARY until runner lands
-        from agent.benchmark import runner
-    except ImportError:
-        return
+    from agent.benchmark import runner
 
     bench = commands.add_parser(
         "bench",

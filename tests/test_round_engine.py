@@ -15,7 +15,7 @@ import pytest
 import torch
 from eth_account import Account
 
-from agent.commands.embedded_federation import EmbeddedFederation
+from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions
 from agent.errors import LedgerError
 from agent.learning.model_file import decode_model
@@ -41,12 +41,12 @@ def shard(index: int, count: int = 16) -> torch.Tensor:
 
 
 @pytest.fixture
-def federation(tmp_path: Path) -> Iterator[EmbeddedFederation]:
-    with EmbeddedFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path) as embedded:
+def federation(tmp_path: Path) -> Iterator[LocalFederation]:
+    with LocalFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path) as embedded:
         yield embedded
 
 
-def run_to_completion(federation: EmbeddedFederation, timeout_seconds: float = 120.0) -> dict[int, str]:
+def run_to_completion(federation: LocalFederation, timeout_seconds: float = 120.0) -> dict[int, str]:
     engines = [federation.engine(index, shard(index)) for index in range(len(federation.accounts))]
     stop = threading.Event()
     threads, results = federation.start(engines, stop)
@@ -59,7 +59,7 @@ def run_to_completion(federation: EmbeddedFederation, timeout_seconds: float = 1
 
 
 def test_every_peer_ends_with_the_same_model_and_the_chain_records_each_round(
-    federation: EmbeddedFederation,
+    federation: LocalFederation,
 ) -> None:
     results = run_to_completion(federation)
     assert sorted(results) == [0, 1, 2]
@@ -88,7 +88,7 @@ def bad_update(kind: str, stage: int) -> bytes:
 
 def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path: Path) -> None:
     # Four participants, quorum four: the fourth submits a bad update every round and never attests.
-    with EmbeddedFederation(TINY, peers=4, rounds_per_stage=1, work_directory=tmp_path) as federation:
+    with LocalFederation(TINY, peers=4, rounds_per_stage=1, work_directory=tmp_path) as federation:
         attacker = federation.accounts[3]
         attacker_ledger = federation.ledger(attacker)
         attacker_ledger.register()
@@ -112,7 +112,7 @@ def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path
             assert engine.statistics.snapshot().updates_merged == 9
 
 
-def test_bytes_that_do_not_match_their_cid_are_left_out(federation: EmbeddedFederation) -> None:
+def test_bytes_that_do_not_match_their_cid_are_left_out(federation: LocalFederation) -> None:
     engine = federation.engine(0, shard(0))
     good = bad_update("zeros", 1)
     cid = federation.store.put(good)
@@ -124,7 +124,7 @@ def test_bytes_that_do_not_match_their_cid_are_left_out(federation: EmbeddedFede
     assert engine.statistics.snapshot().rejected_updates == 1
 
 
-def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: EmbeddedFederation) -> None:
+def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFederation) -> None:
     engine = federation.engine(0, shard(0))
     stranger_ledger = federation.ledger(federation.accounts[1])
     stranger_ledger.register()
@@ -142,7 +142,7 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: EmbeddedF
     assert announcement.cid not in engine._prefetched
 
 
-def test_the_inbox_rejects_what_a_bus_may_carry(federation: EmbeddedFederation) -> None:
+def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> None:
     engine = federation.engine(0, shard(0))
     member = federation.accounts[1]
     federation.ledger(member).register()
@@ -197,7 +197,7 @@ class CrashingLedger:
 
 
 def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
-    federation: EmbeddedFederation,
+    federation: LocalFederation,
 ) -> None:
     crashing = federation.engine(0, shard(0))
     crashing.ledger = CrashingLedger(crashing.ledger)  # type: ignore[assignment]

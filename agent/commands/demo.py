@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from agent.adapters.ethereum_ledger import EthereumLedger
-from agent.commands.embedded_federation import EmbeddedFederation
+from agent.commands.local_federation import LocalFederation
 from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
 from agent.engine.statistics import StatisticsSnapshot
@@ -111,7 +111,7 @@ def run_demo(
         local_epochs=preset.local_epochs,
         batch_size=preset.batch_size,
     )
-    with EmbeddedFederation(
+    with LocalFederation(
         config, peers=peers, rounds_per_stage=preset.rounds_per_stage, work_directory=work_directory
     ) as federation:
         settings = federation.settings

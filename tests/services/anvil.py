@@ -62,38 +62,53 @@ def rpc(url: str, method: str, params: list[Any]) -> Any:
     return answer["result"]
 
 
-@pytest.fixture(scope="session")
-def anvil_url() -> Iterator[str]:
-    """Start anvil on a free loopback port; yield its URL once it answers ``eth_chainId``."""
-    if not ANVIL_BINARY.exists():
-        pytest.fail(
-            f"anvil is not installed at {ANVIL_BINARY}; `.ci/run` installs it (npm ci at the repository root "
-            "installs the npm package @foundry-rs/anvil)"
+class ServiceError(RuntimeError):
+    """A service could not be started (the fixtures turn this into a test failure)."""
+
+
+class AnvilService:
+    """One anvil process on a free loopback port; usable from fixtures and from measurement scripts."""
+
+    def __init__(self) -> None:
+        if not ANVIL_BINARY.exists():
+            raise ServiceError(
+                f"anvil is not installed at {ANVIL_BINARY}; `.ci/run` installs it (npm ci at the repository "
+                "root installs the npm package @foundry-rs/anvil)"
+            )
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start anvil and return once it answers ``eth_chainId``."""
+        process = subprocess.Popen(
+            [str(ANVIL_BINARY), "--host", "127.0.0.1", "--port", str(self.port), "--silent"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            # The npm command is a node wrapper that spawns the binary: its own group lets stop() end both.
+            start_new_session=True,
         )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(ANVIL_BINARY), "--host", "127.0.0.1", "--port", str(port), "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        # The npm command is a node wrapper that spawns the binary: its own group lets teardown stop both.
-        start_new_session=True,
-    )
-    try:
+        self._process = process
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while True:
             if process.poll() is not None:
                 error = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                pytest.fail(f"anvil exited with code {process.returncode}: {error}")
+                self.stop()
+                raise ServiceError(f"anvil exited with code {process.returncode}: {error}")
             try:
-                rpc(url, "eth_chainId", [])
-                break
-            except (OSError, urllib.error.URLError):
+                rpc(self.url, "eth_chainId", [])
+                return
+            except (OSError, urllib.error.URLError) as error:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"anvil did not answer at {url} within {_START_TIMEOUT_SECONDS} s")
+                    self.stop()
+                    message = f"anvil did not answer at {self.url} within {_START_TIMEOUT_SECONDS} s"
+                    raise ServiceError(message) from error
                 time.sleep(0.05)
-        yield url
-    finally:
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
         _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=_STOP_TIMEOUT_SECONDS)
@@ -102,6 +117,20 @@ def anvil_url() -> Iterator[str]:
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def anvil_url() -> Iterator[str]:
+    """Start anvil on a free loopback port; yield its URL once it answers ``eth_chainId``."""
+    try:
+        service = AnvilService()
+        service.start()
+    except ServiceError as error:
+        pytest.fail(str(error))
+    try:
+        yield service.url
+    finally:
+        service.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,18 @@
-"""A federation whose services all run inside this process: the demo's and the tests' wiring.
+"""A federation whose peers all run in this process: the demo's, the tests' and the measurements' wiring.
 
-An in-process Ethereum chain with a freshly deployed Coordinator, an in-process MQTT broker and one local
-content-addressed directory shared by every peer (as an IPFS network would share content). Each peer gets
-its own key, state directory, ledger adapter and bus connection, and runs the same round engine a device
-runs.
+By default every service is embedded too: an in-process Ethereum chain with a freshly deployed
+Coordinator, an in-process MQTT broker and one local content-addressed directory shared by every peer (as
+an IPFS network would share content). Given :class:`ExternalServices`, the same peers use a JSON-RPC node
+(whose unlocked first account funds them, as anvil's does), an IPFS node and an MQTT broker instead.
+Each peer gets its own key, state directory, ledger adapter and bus connection, and runs the same round
+engine a device runs.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -18,9 +21,16 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from agent.adapters.embedded_broker import EmbeddedBroker
-from agent.adapters.ethereum_ledger import EthereumLedger, create_embedded_chain, deploy_coordinator
+from agent.adapters.ethereum_ledger import (
+    EthereumLedger,
+    connect_rpc,
+    create_embedded_chain,
+    deploy_coordinator,
+    fund_embedded_accounts,
+)
+from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
-from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
+from agent.adapters.mqtt_bus import MqttMessageBus, MqttProtocol, MqttSettings
 from agent.commands.presence import online_and_last_will
 from agent.engine.federation import federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
@@ -28,11 +38,23 @@ from agent.identity import load_or_create_account
 from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
+from agent.ports.content_store import ContentStore
 
 logger = logging.getLogger(__name__)
 
 
-class EmbeddedFederation:
+@dataclass(frozen=True)
+class ExternalServices:
+    """Real services to use instead of the embedded ones."""
+
+    chain_url: str
+    ipfs_address: str
+    broker_host: str
+    broker_port: int
+    broker_protocol: MqttProtocol = "5"
+
+
+class LocalFederation:
     """Use as a context manager; it stops the broker and closes every bus connection on exit."""
 
     def __init__(
@@ -44,14 +66,25 @@ class EmbeddedFederation:
         work_directory: Path,
         quorum: int | None = None,
         round_duration_seconds: int = 3600,
+        services: ExternalServices | None = None,
     ) -> None:
         self.config = config
         self.work_directory = work_directory
-        self.store = LocalContentStore(work_directory / "content")
+        self.services = services
+        self.store: ContentStore = (
+            IpfsContentStore(services.ipfs_address)
+            if services
+            else LocalContentStore(work_directory / "content")
+        )
         self.genesis_cid = self.store.put(encode_model(initial_state(config), config))
         self.accounts = [load_or_create_account(self.peer_directory(index) / "key") for index in range(peers)]
         self.deployer: LocalAccount = Account.create()
-        self.chain = create_embedded_chain(fund=[self.deployer.address, *(a.address for a in self.accounts)])
+        funded = [self.deployer.address, *(account.address for account in self.accounts)]
+        if services is None:
+            self.chain = create_embedded_chain(fund=funded)
+        else:
+            self.chain = connect_rpc(services.chain_url)
+            fund_embedded_accounts(self.chain, funded)
         self.settings = federation_settings(
             config,
             self.genesis_cid,
@@ -62,7 +95,8 @@ class EmbeddedFederation:
         self.contract_address = deploy_coordinator(self.chain, self.deployer, self.settings)
         self.federation_id = self.contract_address.lower()
         self.broker = EmbeddedBroker()
-        self.broker.start()
+        if services is None:
+            self.broker.start()
         self._buses: list[MqttMessageBus] = []
         self.observer = self.ledger(self.deployer)
 
@@ -74,9 +108,17 @@ class EmbeddedFederation:
 
     def bus(self, account: LocalAccount, client_id: str = "") -> MqttMessageBus:
         online, will = online_and_last_will(self.federation_id, account)
-        settings = MqttSettings(
-            host=self.broker.host, port=self.broker.port, protocol="3.1.1", client_id=client_id
-        )
+        if self.services is None:
+            settings = MqttSettings(
+                host=self.broker.host, port=self.broker.port, protocol="3.1.1", client_id=client_id
+            )
+        else:
+            settings = MqttSettings(
+                host=self.services.broker_host,
+                port=self.services.broker_port,
+                protocol=self.services.broker_protocol,
+                client_id=client_id,
+            )
         bus = MqttMessageBus(settings, last_will=will, connect_message=online)
         self._buses.append(bus)
         return bus
@@ -120,7 +162,7 @@ class EmbeddedFederation:
             bus.close()
         self.broker.stop()
 
-    def __enter__(self) -> EmbeddedFederation:
+    def __enter__(self) -> LocalFederation:
         return self
 
     def __exit__(
