@@ -142,7 +142,8 @@ def main() -> int:
     (arguments.out / "overhead.json").write_text(json.dumps(rows, indent=2))
     print()
     print(
-        "| services | peers | round wall s | training s/peer/round | protocol s/peer/round | protocol share | "
+        "| services | peers | round wall s | training s/peer/round | protocol s/peer/round "
+        "| protocol share | "
         "MB up/peer/round | MB down/peer/round |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
