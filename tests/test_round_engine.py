@@ -226,3 +226,22 @@ def test_engine_options_keep_sane_defaults() -> None:
     options = EngineOptions()
     assert options.poll_seconds > 0 and options.fetch_attempts >= 1
     assert options.maximum_update_bytes >= 64 * 1024 * 1024
+
+
+def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: Path) -> None:
+    with LocalFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path, quorum=2) as federation:
+        early = [federation.engine(index, shard(index)) for index in (0, 1)]
+        stop = threading.Event()
+        threads, results = federation.start(early, stop)
+        deadline = time.monotonic() + 60
+        while federation.observer.current_round().finalized_rounds < 1:
+            assert time.monotonic() < deadline, "round 1 never finalized"
+            time.sleep(0.05)
+        late = federation.engine(2, shard(2))
+        late_threads, late_results = federation.start([late], stop)
+        for thread in [*threads, *late_threads]:
+            thread.join(120)
+        stop.set()
+        assert len(results) == 2 and late_results[0] == results[0] == results[1]
+        assert late.statistics.snapshot().bytes_downloaded > 0
+        assert late.account.address in federation.observer.participants()
