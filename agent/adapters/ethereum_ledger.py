@@ -19,24 +19,17 @@ The contract's ABI comes from the artifact packaged with ``coordinator_contract`
 
 from __future__ import annotations
 
-import ast
 import threading
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Iterable
+from typing import Any, cast
 
-from eth_abi.abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils.abi import abi_to_signature, collapse_if_tuple
 from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
-from hexbytes import HexBytes
 from multiformats import CID, multihash
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
-from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 
+from agent.adapters.ethereum_transactions import ContractCall, RetryPolicy, RevertDecoder, Transactor
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.ports.ledger import (
     FederationSettings,
@@ -47,6 +40,8 @@ from agent.ports.ledger import (
     TrainingMode,
 )
 from coordinator_contract.artifact import load_artifact
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
 
 __all__ = [
     "EthereumLedger",
@@ -66,28 +61,6 @@ _SUPPORTED_CODECS = frozenset({CODEC_RAW, CODEC_DAG_PB})
 _ZERO_DIGEST = bytes(32)
 
 DEFAULT_FUNDING_WEI = 10**21  # 1,000 ether: thousands of rounds of gas on the embedded chain
-# Gas limit = estimate * 1.2 + margin. The margin covers a call whose cost grows between estimate and
-# inclusion: an attestation that turns out to be the one that finalizes the round and opens the next costs
-# about 70k more than one that does not. Unused gas is refunded.
-_GAS_MARGIN = 100_000
-_SOLIDITY_ERROR_SELECTOR = keccak(text="Error(string)")[:4]
-_SOLIDITY_PANIC_SELECTOR = keccak(text="Panic(uint256)")[:4]
-
-# Packages of web3 and of the embedded chain (eth-tester, py-evm) whose exceptions mean "the chain failed".
-_CHAIN_LIBRARIES = frozenset({"web3", "eth", "eth_tester", "eth_utils", "eth_abi", "eth_account", "rlp"})
-
-_Result = TypeVar("_Result")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how patiently, a call is retried after a transport failure."""
-
-    attempts: int = 4
-    first_delay_seconds: float = 0.5
-    backoff_factor: float = 2.0
-
-
 # ---------------------------------------------------------------------------------------------- CIDs
 
 
@@ -158,201 +131,6 @@ def connect_rpc(url: str, timeout_seconds: float = 30.0) -> Web3:
     return Web3(provider)
 
 
-# ---------------------------------------------------------------------------------------------- transactions
-
-
-class _ContractCall(Protocol):
-    """What web3's ContractFunction and ContractConstructor share, as used here."""
-
-    def estimate_gas(self, transaction: TxParams | None = None) -> int: ...
-
-    def build_transaction(self, transaction: TxParams | None = None) -> TxParams: ...
-
-
-class RevertDecoder:
-    """Names a revert from its data: the custom error of the ABI with that selector, and its arguments.
-
-    Public so that tools and tests that call the contract without the adapter read reverts the same way.
-    """
-
-    def __init__(self, abi: list[dict[str, Any]]) -> None:
-        self._errors: dict[bytes, tuple[str, list[str]]] = {}
-        for entry in abi:
-            if entry.get("type") == "error":
-                types = [collapse_if_tuple(component) for component in entry["inputs"]]
-                selector = keccak(text=abi_to_signature(cast(Any, entry)))[:4]
-                self._errors[selector] = (entry["name"], types)
-
-    def reason(self, error: Exception) -> str:
-        """``"Name(argument, ...)"`` for a revert from web3 or eth-tester; its message if it has no data."""
-        data = _revert_data(error)
-        if data is None:
-            return str(error)
-        selector, payload = data[:4], data[4:]
-        if selector in self._errors:
-            name, types = self._errors[selector]
-            values = abi_decode(types, payload)
-            arguments = ", ".join(
-                _format_value(kind, value) for kind, value in zip(types, values, strict=True)
-            )
-            return f"{name}({arguments})"
-        if selector == _SOLIDITY_ERROR_SELECTOR:
-            return f"Error({abi_decode(['string'], payload)[0]!r})"
-        if selector == _SOLIDITY_PANIC_SELECTOR:
-            return f"Panic({abi_decode(['uint256'], payload)[0]:#x})"
-        return f"revert 0x{data.hex()}" if data else "revert without data"
-
-
-def _revert_data(error: Exception) -> bytes | None:
-    """The raw revert data behind a web3 or eth-tester revert, or None when it carries only a message."""
-    from eth_tester.exceptions import TransactionFailed  # only the embedded chain raises it
-
-    if isinstance(error, ContractLogicError):
-        data: object = error.data
-        if isinstance(data, dict):
-            data = data.get("data")
-        return bytes(HexBytes(data)) if isinstance(data, str) else None
-    if isinstance(error, TransactionFailed):
-        # eth-tester reports custom-error data as the repr of a bytes object inside its message.
-        message = str(error.args[0]) if error.args else ""
-        literal = message.removeprefix("execution reverted: ")
-        if literal.startswith(("b'", 'b"')):
-            value = ast.literal_eval(literal)
-            return value if isinstance(value, bytes) else None
-    return None
-
-
-def _format_value(kind: str, value: object) -> str:
-    if kind == "address":
-        return to_checksum_address(cast(str, value))
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    return str(value)
-
-
-def _is_chain_failure(error: Exception) -> bool:
-    """Whether web3 or the chain behind it failed (a refused transaction, a node error, the embedded chain's
-    own checks such as an unaffordable transaction); any other exception is a bug in the caller or here."""
-    library = type(error).__module__.partition(".")[0]
-    return isinstance(error, Web3Exception) or library in _CHAIN_LIBRARIES
-
-
-def _is_revert(error: Exception) -> bool:
-    from eth_tester.exceptions import TransactionFailed
-
-    return isinstance(error, ContractLogicError | TransactionFailed)
-
-
-class _Transactor:
-    """Sends one account's transactions: estimate, sign locally, send raw, wait for the receipt."""
-
-    def __init__(
-        self,
-        web3: Web3,
-        account: LocalAccount,
-        decoder: RevertDecoder,
-        retry_policy: RetryPolicy,
-        receipt_timeout_seconds: float,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.web3 = web3
-        self.account = account
-        self._decoder = decoder
-        self._retry_policy = retry_policy
-        self._receipt_timeout_seconds = receipt_timeout_seconds
-        self._sleep = sleep
-        # One transaction at a time per account: the nonce is read from the chain, so two in flight would
-        # take the same one.
-        self._lock = threading.Lock()
-        self.last_receipt: TxReceipt | None = None
-
-    def call(self, description: str, operation: Callable[[], _Result]) -> _Result:
-        """Run a read (or one step of a transaction), translating its failures; retry transport failures."""
-        delay = self._retry_policy.first_delay_seconds
-        for attempt in range(1, self._retry_policy.attempts + 1):
-            try:
-                return operation()
-            except OSError as error:
-                if attempt == self._retry_policy.attempts:
-                    raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
-                self._sleep(delay)
-                delay *= self._retry_policy.backoff_factor
-            except Exception as error:
-                if not _is_chain_failure(error):
-                    raise  # a bug here, not a chain failure: let it surface as it is
-                raise self._translate(description, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    def transact(self, description: str, function: _ContractCall) -> TxReceipt:
-        """Send ``function`` as a transaction signed by the account; return its receipt once mined."""
-        sender = self.account.address
-        with self._lock:
-            estimate = self.call(description, lambda: function.estimate_gas({"from": sender}))
-            nonce = self.call(description, lambda: self.web3.eth.get_transaction_count(sender, "pending"))
-            gas_limit = estimate * 6 // 5 + _GAS_MARGIN
-            transaction = self.call(
-                description,
-                lambda: function.build_transaction({"from": sender, "nonce": nonce, "gas": gas_limit}),
-            )
-            signed = self.account.sign_transaction(cast(dict[str, Any], transaction))
-            transaction_hash = self._send(description, signed.raw_transaction, HexBytes(signed.hash))
-            receipt = self.call(
-                description,
-                lambda: self.web3.eth.wait_for_transaction_receipt(
-                    transaction_hash, timeout=self._receipt_timeout_seconds
-                ),
-            )
-            self.last_receipt = receipt
-            if receipt["status"] != 1:
-                raise self._mined_revert(description, transaction, receipt)
-            return receipt
-
-    def _send(self, description: str, raw_transaction: bytes, transaction_hash: HexBytes) -> HexBytes:
-        """Send the signed transaction. After a transport failure the node may have received it anyway; a
-        retry it then refuses (already known, nonce used) means it is in: its receipt will tell."""
-        delay = self._retry_policy.first_delay_seconds
-        for attempt in range(1, self._retry_policy.attempts + 1):
-            try:
-                return self.web3.eth.send_raw_transaction(raw_transaction)
-            except OSError as error:
-                if attempt == self._retry_policy.attempts:
-                    raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
-                self._sleep(delay)
-                delay *= self._retry_policy.backoff_factor
-            except Web3RPCError as error:
-                if attempt > 1:
-                    return transaction_hash
-                raise self._translate(description, error) from error
-            except Exception as error:
-                if not _is_chain_failure(error):
-                    raise
-                raise self._translate(description, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _mined_revert(self, description: str, transaction: TxParams, receipt: TxReceipt) -> LedgerError:
-        """The transaction was mined but reverted (the state changed after the estimate): replay it."""
-        if receipt["gasUsed"] >= transaction.get("gas", 0):
-            return LedgerError(f"{description}: ran out of gas ({receipt['gasUsed']})")
-        replay: TxParams = {"from": self.account.address, "data": transaction.get("data", b"")}
-        if "to" in transaction:
-            replay["to"] = transaction["to"]
-        try:
-            # On the state after the block: the change that made it revert (another peer's transaction in
-            # the same block, say) is there, and this transaction, reverted, changed nothing.
-            self.web3.eth.call(replay, block_identifier=receipt["blockNumber"])
-        except Exception as error:
-            if not _is_chain_failure(error):
-                raise
-            return self._translate(description, error)
-        return ContractRevertError(f"{description}: reverted when mined", reason=None)
-
-    def _translate(self, description: str, error: Exception) -> LedgerError:
-        if _is_revert(error):
-            reason = self._decoder.reason(error)
-            return ContractRevertError(f"{description}: the contract refused: {reason}", reason=reason)
-        return LedgerError(f"{description}: {error}")
-
-
 # ---------------------------------------------------------------------------------------------- the adapter
 
 
@@ -368,12 +146,12 @@ class EthereumLedger:
         contract_address: str,
         account: LocalAccount,
         *,
-        retry_policy: RetryPolicy = RetryPolicy(),
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         receipt_timeout_seconds: float = 120.0,
     ) -> None:
         abi = load_artifact().abi
         self._contract = web3.eth.contract(address=to_checksum_address(contract_address), abi=cast(Any, abi))
-        self._transactor = _Transactor(
+        self._transactor = Transactor(
             web3, account, RevertDecoder(abi), retry_policy, receipt_timeout_seconds
         )
 
@@ -384,7 +162,7 @@ class EthereumLedger:
         contract_address: str,
         account: LocalAccount,
         *,
-        retry_policy: RetryPolicy = RetryPolicy(),
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
         receipt_timeout_seconds: float = 120.0,
     ) -> EthereumLedger:
         """An adapter for the contract at ``contract_address`` on the JSON-RPC node at ``url``."""
@@ -508,7 +286,7 @@ class EthereumLedger:
         )
 
     def _transact(self, description: str, function: Any) -> None:
-        self._transactor.transact(description, cast(_ContractCall, function))
+        self._transactor.transact(description, cast(ContractCall, function))
 
 
 def _require_unsigned(name: str, value: int, bits: int) -> None:
@@ -526,7 +304,7 @@ def deploy_coordinator(
     settings: FederationSettings,
     *,
     allowlist: Iterable[str] = (),
-    retry_policy: RetryPolicy = RetryPolicy(),
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> str:
     """Deploy a Coordinator with ``settings`` (and, for closed membership, allow ``allowlist``); return its
     checksummed address. ``chain`` is a Web3 or a JSON-RPC URL.
@@ -537,10 +315,10 @@ def deploy_coordinator(
     artifact = load_artifact()
     arguments = _settings_to_chain(settings)
     factory = web3.eth.contract(abi=cast(Any, artifact.abi), bytecode=artifact.bytecode)
-    transactor = _Transactor(web3, deployer, RevertDecoder(artifact.abi), retry_policy, 300.0)
+    transactor = Transactor(web3, deployer, RevertDecoder(artifact.abi), retry_policy, 300.0)
     try:
         receipt = transactor.transact(
-            "deploy Coordinator", cast(_ContractCall, factory.constructor(arguments))
+            "deploy Coordinator", cast(ContractCall, factory.constructor(arguments))
         )
     except ContractRevertError as error:
         raise ConfigurationError(f"the Coordinator refused the settings: {error.reason}") from error
