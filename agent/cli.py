@@ -94,18 +94,11 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 def _deploy_contract(arguments: argparse.Namespace) -> int:
     from agent.adapters.ipfs_store import IpfsContentStore
     from agent.adapters.local_store import LocalContentStore
-    from agent.commands.deploy import deploy_federation, load_recipe
-    from agent.learning.modes import TrainingMode
-    from agent.learning.training import TrainingConfig
+    from agent.commands.deploy import default_recipe, deploy_federation, load_recipe
     from agent.ports.content_store import ContentStore
-    from models.spec import EncoderSpec
 
     config = (
-        load_recipe(arguments.recipe)
-        if arguments.recipe
-        else TrainingConfig(
-            spec=EncoderSpec(), mode=TrainingMode.parse(arguments.mode), federation_seed=arguments.seed
-        )
+        load_recipe(arguments.recipe) if arguments.recipe else default_recipe(arguments.mode, arguments.seed)
     )
     store: ContentStore = (
         LocalContentStore(arguments.store_directory)

@@ -15,9 +15,11 @@ from agent.engine.federation import federation_settings
 from agent.errors import ConfigurationError
 from agent.identity import load_or_create_account
 from agent.learning.model_file import encode_model
+from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
+from models.spec import EncoderSpec
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ def load_recipe(path: Path) -> TrainingConfig:
         raise ConfigurationError(f"{path}: cannot read the recipe: {error.strerror}") from error
     except ValueError as error:
         raise ConfigurationError(f"{path}: not valid JSON: {error}") from error
+
+
+def default_recipe(mode: str, seed: int) -> TrainingConfig:
+    """The default recipe: the 4-stage ResNet for 28 px grey images, default hyperparameters."""
+    return TrainingConfig(spec=EncoderSpec(), mode=TrainingMode.parse(mode), federation_seed=seed)
 
 
 def deploy_federation(
