@@ -19,11 +19,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models.augmentation import SimCLRAugmentation  # noqa: E402
+from models.augmentation import SimCLRAugmentation
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -53,7 +55,8 @@ def main() -> int:
             started = time.perf_counter()
             function()
             seconds.append(time.perf_counter() - started)
-        print(f"{name:20s} two views of {arguments.batch} images: median {statistics.median(seconds) * 1000:.1f} ms")
+        median = statistics.median(seconds) * 1000
+        print(f"{name:20s} two views of {arguments.batch} images: median {median:.1f} ms")
     return 0
 
 

@@ -15,5 +15,7 @@ def test_the_agent_template_is_a_valid_configuration(tmp_path: Path) -> None:
     assert config.broker.protocol == "5"
     assert config.data.dataset == "image-folder"
     copy = tmp_path / "agent.toml"
-    copy.write_text(TEMPLATE.read_text().replace("0x" + "0" * 40, "0x5FbDB2315678afecb367f032d93F642f64180aa3"))
+    copy.write_text(
+        TEMPLATE.read_text().replace("0x" + "0" * 40, "0x5FbDB2315678afecb367f032d93F642f64180aa3")
+    )
     assert load_agent_config(copy).federation.contract == "0x5FbDB2315678afecb367f032d93F642f64180aa3"

@@ -7,12 +7,13 @@ unknown is an error (a misspelt key silently ignored is a setting silently lost)
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ConfigurationError
+from agent.errors import BackendUnavailableError, ConfigurationError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,8 +62,10 @@ class AgentSection:
     state_directory: str = "/var/lib/layerfed"
     poll_seconds: float = 2.0
     threads: int = 0
-    memory_limit: str = ""
-    metrics_port: int = 0
+    memory_limit: str = ""  # systemd MemoryMax of the service ("1500M"); install.sh writes the drop-in
+    metrics_port: int = 0  # Prometheus endpoint on 127.0.0.1 (0: off)
+    backend: str = "torch"  # training backend; "torch" is the only one shipped yet
+    training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,11 @@ class AgentConfig:
     data: DataSection = field(default_factory=DataSection)
     agent: AgentSection = field(default_factory=AgentSection)
 
+
+BACKENDS = ("torch",)
+OPTIONAL_BACKENDS = {"ort": "onnxruntime-training (x86_64 only)"}
+# What systemd's MemoryMax= takes: bytes with an optional K, M, G or T suffix, a percentage, or infinity.
+MEMORY_LIMIT_PATTERN = re.compile(r"[0-9]+[KMGT]?|[0-9]+(\.[0-9]+)?%|infinity")
 
 SECTIONS: dict[str, type[Any]] = {
     "federation": FederationSection,
@@ -154,3 +162,24 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError(f"{path}: agent.poll_seconds must be positive")
     if not config.federation.contract.startswith("0x") or len(config.federation.contract) != 42:
         raise ConfigurationError(f"{path}: federation.contract must be a 0x-prefixed 20-byte address")
+    _check_agent_section(config)
+
+
+def _check_agent_section(config: AgentConfig) -> None:
+    path, agent = config.path, config.agent
+    if agent.backend in OPTIONAL_BACKENDS:
+        raise BackendUnavailableError(
+            f'{path}: agent.backend "{agent.backend}" ({OPTIONAL_BACKENDS[agent.backend]}) comes with the '
+            'optional backend, which this installation does not include; use backend = "torch"'
+        )
+    if agent.backend not in BACKENDS:
+        raise ConfigurationError(f'{path}: agent.backend must be "torch", not {agent.backend!r}')
+    if agent.memory_limit and not MEMORY_LIMIT_PATTERN.fullmatch(agent.memory_limit):
+        raise ConfigurationError(
+            f'{path}: agent.memory_limit must be systemd\'s MemoryMax syntax ("1500M", "2G", "80%", '
+            f'"infinity") or empty, not {agent.memory_limit!r}'
+        )
+    if not 0 <= agent.metrics_port < 65536:
+        raise ConfigurationError(f"{path}: agent.metrics_port {agent.metrics_port} is not a TCP port or 0")
+    if agent.training_checkpoint_seconds < 0:
+        raise ConfigurationError(f"{path}: agent.training_checkpoint_seconds must be 0 (off) or positive")

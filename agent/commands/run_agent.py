@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -14,6 +17,8 @@ from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings, OutgoingMessage
 from agent.commands.agent_config import AgentConfig
+from agent.commands.agent_status import AgentStatus, StatusFile, StatusWriter, engine_status
+from agent.commands.metrics import MetricsServer
 from agent.commands.presence import online_and_last_will
 from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
@@ -63,8 +68,13 @@ def message_bus(
 
 
 def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
-    """Take part in the federation until its schedule is complete (or SIGTERM); return the final model CID."""
+    """Take part in the federation until its schedule is complete (or SIGTERM); return the final model CID.
+
+    While it runs, ``status.json`` in the state directory is kept current (for ``layerfed status``) and,
+    when ``agent.metrics_port`` is set, a Prometheus endpoint serves the same figures on 127.0.0.1.
+    """
     stop = stop or threading.Event()
+    started_at = time.time()
     if config.agent.threads:
         torch.set_num_threads(config.agent.threads)
     account = load_or_create_account(Path(config.agent.key_file))
@@ -81,13 +91,38 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
             images=local_images(config),
             state_directory=Path(config.agent.state_directory),
             federation_id=federation_id,
-            options=EngineOptions(poll_seconds=config.agent.poll_seconds),
+            options=EngineOptions(
+                poll_seconds=config.agent.poll_seconds,
+                training_checkpoint_seconds=config.agent.training_checkpoint_seconds,
+            ),
         )
         _stop_on_signals(stop)
-        logger.info("agent %s joined federation %s", account.address, federation_id)
-        return engine.run(stop)
+        with contextlib.ExitStack() as running:
+            status_writer = StatusWriter(
+                StatusFile(Path(config.agent.state_directory)), lambda: engine_status(engine, started_at)
+            )
+            status_writer.start()
+            running.callback(status_writer.stop)
+            if config.agent.metrics_port:
+                metrics = _metrics_server(config, lambda: engine_status(engine, started_at))
+                running.callback(metrics.close)
+            logger.info("agent %s joined federation %s", account.address, federation_id)
+            final_model = engine.run(stop)
+            if stop.is_set():
+                logger.info("stopped on request; progress is saved in %s", config.agent.state_directory)
+            return final_model
     finally:
         bus.close()
+
+
+def _metrics_server(config: AgentConfig, read_status: Callable[[], AgentStatus]) -> MetricsServer:
+    try:
+        return MetricsServer(read_status, config.agent.metrics_port)
+    except OSError as error:
+        raise ConfigurationError(
+            f"{config.path}: agent.metrics_port {config.agent.metrics_port}: cannot listen on 127.0.0.1: "
+            f"{error.strerror}"
+        ) from error
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

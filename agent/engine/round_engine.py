@@ -27,11 +27,11 @@ from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.statistics import EngineStatistics
+from agent.engine.training_step import ResumableTraining
 from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
 from agent.learning.merging import merge_updates
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
-from agent.learning.training import train_client
 from agent.learning.update import ModelUpdate, validate_update
 from agent.ports.content_store import ContentStore
 from agent.ports.ledger import Ledger, RoundPhase, RoundState
@@ -62,6 +62,7 @@ class EngineOptions:
     maximum_update_bytes: int = 256 * 1024 * 1024
     fetch_attempts: int = 5
     retry_seconds: float = 2.0
+    training_checkpoint_seconds: float = 0.0  # also save training progress this often (0: only on stop)
 
 
 class RoundEngine:
@@ -90,6 +91,10 @@ class RoundEngine:
         self.options = options or EngineOptions()
         self.statistics = statistics or EngineStatistics()
         self.checkpoints = CheckpointFile(state_directory)
+        self.training = ResumableTraining(state_directory, self.options.training_checkpoint_seconds)
+        self.round_state: RoundState | None = None  # the latest state read from the chain (for status)
+        self.activity = "starting"  # starting, training, merging or waiting (for status)
+        self._stop = threading.Event()
         self.on_round_finished = on_round_finished
         self.federation = Federation.load(ledger, store)
         self.inbox = Inbox(bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics)
@@ -104,11 +109,13 @@ class RoundEngine:
     def run(self, stop: threading.Event | None = None) -> str:
         """Take part until training is complete; return the final canonical model's CID."""
         stop = stop or threading.Event()
+        self._stop = stop
         self._join()
         self.inbox.start()
         while not stop.is_set():
             try:
                 state = self.ledger.current_round()
+                self.round_state = state
                 self._note_progress(state)
                 if state.training_complete:
                     return self.ledger.latest_canonical_model()
@@ -144,6 +151,7 @@ class RoundEngine:
 
     def _wait(self, stop: threading.Event) -> None:
         """Wait for the next message (prefetching announced updates) or the poll interval."""
+        self.activity = "waiting"
         message = self.inbox.next(self.options.poll_seconds)
         if message is not None and not stop.is_set():
             self._handle_message(message)
@@ -164,8 +172,20 @@ class RoundEngine:
             seed = derive_seed(
                 self.federation.config.federation_seed, "train", state.number, self.account.address.lower()
             )
+            self.activity = "training"
             with self.statistics.measure("training"):
-                result = train_client(base, state.stage, self.images, self.federation.config, seed)
+                result = self.training.train(
+                    state.number,
+                    base_cid,
+                    base,
+                    state.stage,
+                    self.images,
+                    self.federation.config,
+                    seed,
+                    self._stop.is_set,
+                )
+            if result is None:  # stopped mid-training: the step is saved, the next start continues it
+                return
             self.statistics.add("updates_trained", 1)
             payload = result.update.to_bytes()
             with self.statistics.measure("pin"):
@@ -173,6 +193,7 @@ class RoundEngine:
             self.statistics.add("bytes_uploaded", len(payload))
             checkpoint = checkpoint.with_update(cid, result.update.samples)
             self.checkpoints.save(checkpoint)
+            self.training.discard()
             logger.info(
                 "round %d stage %d: trained, loss %.4f, update %s",
                 state.number,
@@ -208,6 +229,7 @@ class RoundEngine:
     def _merge_and_attest(self, state: RoundState) -> None:
         base_cid = self.ledger.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
+        self.activity = "merging"
         if not checkpoint.merged_model_cid:
             base = self._model(base_cid)
             updates = [

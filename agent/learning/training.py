@@ -8,6 +8,7 @@ pass and they cost one forward pass instead of three passes' worth of FLOPs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -23,6 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from agent.errors import ConfigurationError
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
+from agent.learning.training_progress import (
+    TrainingHooks,
+    TrainingInterrupted,
+    TrainingProgress,
+    TrainingProgressError,
+    run_fingerprint,
+)
 from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
 from models.spec import EncoderSpec
@@ -139,11 +147,17 @@ def train_client(
     images: torch.Tensor,
     config: TrainingConfig,
     seed: int,
+    *,
+    hooks: TrainingHooks | None = None,
 ) -> ClientResult:
     """Train ``stage`` from ``global_state`` on ``images`` (uint8 [N, C, H, W]) and return the update.
 
     ``seed`` fixes the shuffling and the augmentations; the update holds exactly the tensors ``config.mode``
     exchanges at ``stage``, as deltas from ``global_state``.
+
+    ``hooks`` (optional) lets a long-running caller stop training between optimizer steps, save its
+    progress, and later resume it: the resumed run returns the same update bytes as an uninterrupted one
+    (see :mod:`agent.learning.training_progress`). Without it, training runs to the end as it always has.
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ConfigurationError(
@@ -165,11 +179,27 @@ def train_client(
     flops_per_sample = 0.0
     losses: list[float] = []
     samples_seen = 0
+    fingerprint = run_fingerprint(config.digest(), stage, seed, images) if hooks else ""
+    hooks = hooks or TrainingHooks()
+    resumed = hooks.resume_from
+    if resumed is not None:
+        if resumed.run_fingerprint != fingerprint:
+            raise TrainingProgressError("the progress belongs to another run (recipe, stage, seed or data)")
+        model.load_state_dict(resumed.model_state)
+        optimizer.load_state_dict(resumed.optimizer_state)
+        generator.set_state(resumed.generator_state)
+        losses, samples_seen = list(resumed.losses), resumed.samples_seen
+        flops_per_sample = resumed.flops_per_sample
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _epoch in range(config.local_epochs):
-            order = torch.randperm(len(images), generator=generator)
-            for start in range(0, len(images), config.batch_size):
+        if resumed is not None:
+            torch.set_rng_state(resumed.random_state)
+        for epoch in range(resumed.epoch if resumed else 0, config.local_epochs):
+            if resumed is not None and epoch == resumed.epoch:
+                order, first_start = resumed.order, resumed.next_batch_start
+            else:
+                order, first_start = torch.randperm(len(images), generator=generator), 0
+            for start in range(first_start, len(images), config.batch_size):
                 batch = images[order[start : start + config.batch_size]]
                 if len(batch) < 2:
                     continue
@@ -181,6 +211,25 @@ def train_client(
                     loss = _step(trainer, optimizer, criterion, augment, batch)
                 losses.append(loss)
                 samples_seen += len(batch)
+                stop = hooks.should_stop()
+                if stop or (hooks.save is not None and hooks.should_save()):
+                    progress = TrainingProgress(
+                        run_fingerprint=fingerprint,
+                        epoch=epoch,
+                        next_batch_start=start + config.batch_size,
+                        order=order,
+                        model_state={name: tensor.clone() for name, tensor in model.state_dict().items()},
+                        optimizer_state=copy.deepcopy(optimizer.state_dict()),
+                        generator_state=generator.get_state(),
+                        random_state=torch.get_rng_state(),
+                        losses=tuple(losses),
+                        samples_seen=samples_seen,
+                        flops_per_sample=flops_per_sample,
+                    )
+                    if stop:
+                        raise TrainingInterrupted(progress)
+                    if hooks.save is not None:
+                        hooks.save(progress)
     trained_state = extract_state(model)
     prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
     deltas = {
