@@ -173,6 +173,18 @@ def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> 
     engine.inbox.receive(topic_of(unregistered), signed)  # right signer, someone else's topic
     assert engine.statistics.snapshot().rejected_messages == 4
     assert engine.inbox.next(0.01) is None
+    far_ahead = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=10**6,
+        stage=1,
+        participant=member.address,
+        cid="bafkreiabc",
+        samples=1,
+        sent_at=1,
+    )
+    engine.inbox.current_round = 1
+    engine.inbox.receive(topic, encode(far_ahead, member))  # would push the replay horizon past every round
+    assert engine.statistics.snapshot().rejected_messages == 5
     engine.inbox.receive(topic, signed)
     engine.inbox.receive(topic, signed)  # a QoS 1 redelivery or a replay
     assert engine.inbox.next(0.01) == announcement

@@ -63,6 +63,7 @@ class Inbox:
         self._registry = registry
         self._statistics = statistics
         self.guard = guard or ReplayGuard()
+        self.current_round = 0  # set by the engine; a message far ahead of it is implausible
         self._queue: queue.Queue[Message] = queue.Queue()
 
     def start(self) -> None:
@@ -86,6 +87,13 @@ class Inbox:
             logger.warning("could not check a message on %s: %s", topic, failure)
             return
         if not isinstance(message, UpdateAnnounced | ModelAttested):
+            return
+        if message.round > self.current_round + 1:
+            # Admitting it would move the replay guard's horizon and make genuine messages look stale.
+            self._statistics.add("rejected_messages", 1)
+            logger.warning(
+                "rejected a message for round %d, far ahead of round %d", message.round, self.current_round
+            )
             return
         admission = self.guard.admit(message)
         if admission is not Admission.NEW:

@@ -384,6 +384,7 @@ class RoundEngine:
             self._last_finalized = state.finalized_rounds
             self._prefetched.clear()
             self.inbox.guard.advance(state.number)
+        self.inbox.current_round = state.number
 
 
 def _now_milliseconds() -> int:

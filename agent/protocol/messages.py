@@ -1,0 +1,292 @@
+"""The signed messages peers exchange over the bus, and the one place their wire format is defined.
+
+A payload is one JSON object: the message's fields (the dataclass field names below are the JSON keys),
+plus ``schema_version``, ``kind`` and ``signature``. The signature is an EIP-191 ``personal_sign``
+signature (``eth_account`` ``encode_defunct`` + ``sign_message``) by the participant's Ethereum key over
+the *canonical JSON* of every other key: keys sorted, no spaces, ASCII only, no NaN. Canonical JSON makes
+the signed bytes a function of the content alone, so a receiver re-encodes what it parsed and checks the
+signature against that; key order or white space added in transit cannot break (or forge) a signature.
+
+:func:`decode` accepts a payload only when its sender is who it claims to be: the address recovered from
+the signature must equal the ``participant`` field. Whether that address may take part at all is the
+coordinator contract's business; the caller passes that check in as ``is_registered``.
+
+Schema evolution: a receiver rejects any ``schema_version`` other than :data:`SCHEMA_VERSION` and any
+field it does not know, so a change to a message means a new schema version, never a silent
+reinterpretation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final, Literal, get_args, get_type_hints
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from agent.errors import MessageRejectedError
+from agent.protocol.topics import FederationTopics, is_valid_address, is_valid_federation_id
+
+SCHEMA_VERSION: Final = 1
+"""The only schema version this code writes and accepts."""
+
+MAX_PAYLOAD_BYTES: Final = 4096
+"""Largest payload :func:`decode` parses. Real messages are under 700 bytes; this bounds the work a
+stranger can make a peer do before its signature is even checked."""
+
+MAX_TEXT_LENGTH: Final = 200
+"""Longest string field (a CIDv1 in base32 is 59 characters)."""
+
+MAX_COUNT: Final = 2**63 - 1
+"""Largest integer field, so every number fits the 64-bit integers other implementations use."""
+
+SCHEMA_VERSION_FIELD: Final = "schema_version"
+KIND_FIELD: Final = "kind"
+SIGNATURE_FIELD: Final = "signature"
+
+PresenceStatus = Literal["online", "offline"]
+ONLINE: Final[PresenceStatus] = "online"
+OFFLINE: Final[PresenceStatus] = "offline"
+
+_CID_PATTERN: Final = re.compile(r"[A-Za-z0-9]+")
+_SIGNATURE_PATTERN: Final = re.compile(r"0x[0-9a-fA-F]{130}")
+
+
+@dataclass(frozen=True)
+class UpdateAnnounced:
+    """``participant`` trained ``stage`` of ``round`` on ``samples`` samples and pinned the update as ``cid``.
+
+    ``sent_at`` is Unix time in milliseconds (an integer, so the signed bytes never depend on how a float
+    is printed).
+    """
+
+    KIND: ClassVar[str] = "update_announced"
+
+    federation: str
+    round: int
+    stage: int
+    participant: str
+    cid: str
+    samples: int
+    sent_at: int
+
+    def __post_init__(self) -> None:
+        _raise_for_invalid_fields(self)
+
+
+@dataclass(frozen=True)
+class ModelAttested:
+    """``participant`` merged the updates of ``round`` itself and vouches that the result is ``model_cid``."""
+
+    KIND: ClassVar[str] = "model_attested"
+
+    federation: str
+    round: int
+    participant: str
+    model_cid: str
+    sent_at: int
+
+    def __post_init__(self) -> None:
+        _raise_for_invalid_fields(self)
+
+
+@dataclass(frozen=True)
+class Presence:
+    """``participant`` is ``online`` (published on connect) or ``offline`` (its last will, or a goodbye)."""
+
+    KIND: ClassVar[str] = "presence"
+
+    federation: str
+    participant: str
+    status: PresenceStatus
+    sent_at: int
+
+    def __post_init__(self) -> None:
+        _raise_for_invalid_fields(self)
+
+
+Message = UpdateAnnounced | ModelAttested | Presence
+
+_MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
+    message_type.KIND: message_type for message_type in (UpdateAnnounced, ModelAttested, Presence)
+}
+
+
+def topic_of(message: Message) -> str:
+    """The topic ``message`` is published on (its sender's own topic in its federation's tree)."""
+    topics = FederationTopics(message.federation)
+    if isinstance(message, UpdateAnnounced):
+        return topics.update_announcements(message.participant)
+    if isinstance(message, ModelAttested):
+        return topics.model_attestations(message.participant)
+    return topics.presence(message.participant)
+
+
+def canonical_json(value: dict[str, Any]) -> bytes:
+    """The one byte encoding of ``value`` that is signed: sorted keys, no spaces, ASCII, no NaN."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode("ascii")
+
+
+def encode(message: Message, account: LocalAccount) -> bytes:
+    """Sign ``message`` with ``account`` and return the payload to publish.
+
+    Raises ValueError when ``account`` is not ``message.participant``: a peer signs only as itself.
+    """
+    if account.address.lower() != message.participant.lower():
+        raise ValueError(f"account {account.address} cannot sign a message from {message.participant}")
+    body = _body_of(message)
+    signed = account.sign_message(encode_defunct(primitive=canonical_json(body)))
+    return canonical_json({**body, SIGNATURE_FIELD: "0x" + bytes(signed.signature).hex()})
+
+
+def decode(
+    payload: bytes,
+    *,
+    is_registered: Callable[[str], bool] | None = None,
+    federation: str | None = None,
+    topic: str | None = None,
+) -> Message:
+    """Parse and authenticate a payload; raise MessageRejectedError saying why when it is not acceptable.
+
+    Checks, in order: size, JSON, schema version, kind, fields and their types and values, signature,
+    signer equals the claimed participant, then the optional context: ``federation`` (the receiver's own
+    federation id), ``topic`` (the topic it arrived on must be the sender's own, see :func:`topic_of`) and
+    ``is_registered(signer_address)`` (the on-chain registry; its own exceptions propagate).
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise MessageRejectedError(
+            f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}"
+        )
+    document = _parse_json_object(payload)
+    version = document.pop(SCHEMA_VERSION_FIELD, None)
+    if version is None:
+        raise MessageRejectedError(f"missing field {SCHEMA_VERSION_FIELD!r}")
+    if type(version) is not int or version != SCHEMA_VERSION:  # not 1.0, not True
+        raise MessageRejectedError(
+            f"unsupported schema version {version!r} (this peer speaks {SCHEMA_VERSION})"
+        )
+    kind = document.pop(KIND_FIELD, None)
+    message_type = _MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if message_type is None:
+        raise MessageRejectedError(
+            f"unknown message kind {kind!r} (known: {', '.join(sorted(_MESSAGE_TYPES))})"
+        )
+    signature = document.pop(SIGNATURE_FIELD, None)
+    message = _build(message_type, document)
+    signer = _recover_signer(_body_of(message), signature)
+    if signer.lower() != message.participant.lower():
+        raise MessageRejectedError(f"signed by {signer} but claims to come from {message.participant}")
+    if federation is not None and message.federation != federation:
+        raise MessageRejectedError(
+            f"message for federation {message.federation!r}, this peer is in {federation!r}"
+        )
+    if topic is not None and topic != topic_of(message):
+        raise MessageRejectedError(
+            f"{message.KIND} from {message.participant} arrived on foreign topic {topic!r}"
+        )
+    if is_registered is not None and not is_registered(signer):
+        raise MessageRejectedError(f"signer {signer} is not a registered participant")
+    return message
+
+
+def _body_of(message: Message) -> dict[str, Any]:
+    """Everything that is signed: the fields plus schema version and kind (so neither can be swapped)."""
+    return {SCHEMA_VERSION_FIELD: SCHEMA_VERSION, KIND_FIELD: message.KIND, **dataclasses.asdict(message)}
+
+
+def _parse_json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(
+            payload.decode("utf-8"), object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant
+        )
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise MessageRejectedError(f"payload is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise MessageRejectedError(f"payload is JSON {type(document).__name__}, not an object")
+    return document
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise MessageRejectedError(f"duplicate field {key!r}")
+        document[key] = value
+    return document
+
+
+def _reject_constant(name: str) -> None:
+    raise MessageRejectedError(f"payload holds the non-JSON number {name}")
+
+
+def _build(message_type: type[Message], document: dict[str, Any]) -> Message:
+    names = {field.name for field in dataclasses.fields(message_type)}
+    missing = sorted(names - document.keys())
+    if missing:
+        raise MessageRejectedError(f"{message_type.KIND} is missing field {missing[0]!r}")
+    unexpected = sorted(document.keys() - names)
+    if unexpected:
+        raise MessageRejectedError(f"{message_type.KIND} has unexpected field {unexpected[0]!r}")
+    try:
+        return message_type(**document)
+    except ValueError as exc:
+        raise MessageRejectedError(f"{message_type.KIND}: {exc}") from exc
+
+
+def _recover_signer(body: dict[str, Any], signature: object) -> str:
+    if signature is None:
+        raise MessageRejectedError(f"missing field {SIGNATURE_FIELD!r}")
+    if not isinstance(signature, str) or _SIGNATURE_PATTERN.fullmatch(signature) is None:
+        raise MessageRejectedError(f"field {SIGNATURE_FIELD!r} is not 0x and 130 hexadecimal digits")
+    try:
+        signer: str = Account.recover_message(
+            encode_defunct(primitive=canonical_json(body)), signature=bytes.fromhex(signature[2:])
+        )
+    # eth_keys raises its own BadSignature (not importable here) as well as ValueError for a bad v/r/s.
+    except Exception as exc:
+        raise MessageRejectedError(f"invalid signature: {exc}") from exc
+    return signer
+
+
+def _raise_for_invalid_fields(message: Message) -> None:
+    """Check every field's type and value; ValueError names the first bad field."""
+    hints = _FIELD_TYPES[type(message)]
+    for field in dataclasses.fields(message):
+        problem = _problem_with(field.name, hints[field.name], getattr(message, field.name))
+        if problem is not None:
+            raise ValueError(f"field {field.name!r} {problem}")
+
+
+def _problem_with(name: str, expected: Any, value: object) -> str | None:
+    if expected is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"must be an integer, got {type(value).__name__}"
+        minimum = 1 if name == "samples" else 0
+        if not minimum <= value <= MAX_COUNT:
+            return f"must be between {minimum} and {MAX_COUNT}, got {value}"
+        return None
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"is longer than {MAX_TEXT_LENGTH} characters"
+    if expected is not str and value not in get_args(expected):
+        return f"must be one of {', '.join(get_args(expected))}, got {value!r}"
+    if name == "federation" and not is_valid_federation_id(value):
+        return f"is not a federation id: {value!r}"
+    if name == "participant" and not is_valid_address(value):
+        return f"is not an Ethereum address: {value!r}"
+    if name in ("cid", "model_cid") and _CID_PATTERN.fullmatch(value) is None:
+        return f"is not a CID: {value!r}"
+    return None
+
+
+_FIELD_TYPES: Final[dict[type[Message], dict[str, Any]]] = {
+    message_type: get_type_hints(message_type) for message_type in _MESSAGE_TYPES.values()
+}
