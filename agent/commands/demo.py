@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+
 from agent.adapters.ethereum_ledger import EthereumLedger
 from agent.commands.local_federation import LocalFederation
 from agent.data.partition import partition_iid
@@ -101,6 +103,9 @@ def run_demo(
         raise ConfigurationError(f"unknown demo preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
     started = time.perf_counter()
+    # Peers are threads of this process: one torch thread each keeps them from spinning against each
+    # other (with two OpenMP threads per op on a busy 2-core machine, ops ran up to ten times slower).
+    torch.set_num_threads(1)
     train = load_dataset("fashion-mnist", data_directory, "train", limit=peers * preset.samples_per_peer)
     test = load_dataset("fashion-mnist", data_directory, "test", limit=preset.test_samples)
     shards = [train.images[indices] for indices in partition_iid(len(train), peers, seed)]
