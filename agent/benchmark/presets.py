@@ -1,0 +1,157 @@
+"""What one benchmark run trains on, and the two presets: ``smoke`` for CI and ``paper`` for the report.
+
+Every mode of one run shares the whole configuration (model, seed, data, partition, schedule), so the
+modes differ only in what they train and exchange. The configuration is written to a JSON file that each
+worker process reads, which is also how the results record it.
+
+``smoke`` exists to prove the pipeline end to end in CI: all modes in well under three minutes on two
+cores, so the model, the data and the schedule are tiny and its accuracies mean nothing. It uses one
+torch thread: ops this small gain nothing from a second one, and when another process holds a core,
+two spinning OpenMP threads ran the same step about ten times slower (measured here).
+
+``paper`` is sized to separate the modes on this 2-core machine in about 25 minutes per model with one
+torch thread (measured; the README has the runs). For ViT it is a ViT-Tiny-like encoder (width 192,
+3 heads, MLP ratio 4) with one transformer block per stage and S = 6 stages, on 7x7 patches (16 tokens;
+4x4 patches ran about 2.5x slower per image). With S equal stages, end-to-end training costs S * 3S FLOP
+units per client against sum_s (s - 1 + 3) for layer-wise (frozen stages cost one forward pass, trained
+ones three): 3.27x at S = 6 (4.2x at S = 12, at twice the cost per e2e round). The batch is 256 so that
+activations, which lw keeps for one stage and e2e for all, dominate training memory. The ResNet keeps
+its four stages; its first, full-resolution stage holds most of the activations and a quarter of the
+FLOPs, so lw saves less there by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
+from agent.errors import ConfigurationError
+from agent.learning.modes import TrainingMode
+from models.spec import ARCHITECTURES, Architecture, EncoderSpec
+
+PRESET_NAMES: tuple[str, ...] = ("smoke", "paper")
+DATASET_NAME = "fashion-mnist"
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """One benchmark run. ``train_limit`` and ``test_limit`` cut the splits (class-stratified);
+    ``probe_limit`` is how many labelled training images the linear probe and kNN fit on."""
+
+    model: Architecture
+    preset: str
+    spec: EncoderSpec
+    clients: int
+    rounds_per_stage: int
+    local_epochs: int
+    batch_size: int
+    train_limit: int | None
+    probe_limit: int
+    test_limit: int | None
+    learning_rate: float = 1e-3
+    dirichlet_alpha: float | None = None
+    seed: int = 0
+    data_path: str = str(DEFAULT_FASHION_MNIST_DIRECTORY)
+    modes: tuple[str, ...] = tuple(mode.value for mode in TrainingMode)
+    centralised: bool = False
+    threads: int | None = None
+    dataset: str = DATASET_NAME
+
+    def __post_init__(self) -> None:
+        for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigurationError(f"batch_size must be at least 2, not {self.batch_size}")
+        if self.dirichlet_alpha is not None and self.dirichlet_alpha <= 0:
+            raise ConfigurationError(f"dirichlet_alpha must be positive, not {self.dirichlet_alpha}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigurationError(f"threads must be at least 1, not {self.threads}")
+        if not self.modes:
+            raise ConfigurationError("choose at least one mode")
+        for mode in self.modes:
+            TrainingMode.parse(mode)
+        if len(set(self.modes)) != len(self.modes):
+            raise ConfigurationError(f"modes repeat: {', '.join(self.modes)}")
+
+    @property
+    def total_rounds(self) -> int:
+        return self.spec.stages * self.rounds_per_stage
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["spec"] = self.spec.to_dict()
+        values["modes"] = list(self.modes)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BenchmarkConfig:
+        converted = dict(values)
+        converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
+        converted["modes"] = tuple(values["modes"])
+        return cls(**converted)
+
+
+def _smoke(model: Architecture) -> BenchmarkConfig:
+    if model == "vit":
+        spec = EncoderSpec(
+            architecture="vit", stages=2, depth=2, embed_dim=48, attention_heads=3, patch_size=7
+        )
+    else:
+        spec = EncoderSpec(architecture="resnet", stages=2, widths=(8, 16))
+    return BenchmarkConfig(
+        model=model,
+        preset="smoke",
+        spec=spec,
+        clients=3,
+        rounds_per_stage=1,
+        local_epochs=1,
+        batch_size=64,
+        train_limit=600,
+        probe_limit=600,
+        test_limit=300,
+        threads=1,
+    )
+
+
+def _paper(model: Architecture) -> BenchmarkConfig:
+    if model == "vit":
+        spec = EncoderSpec(
+            architecture="vit", stages=6, depth=6, embed_dim=192, attention_heads=3, patch_size=7
+        )
+        train_limit = 6000
+    else:
+        spec = EncoderSpec(architecture="resnet", stages=4, widths=(32, 64, 128, 256))
+        # Fewer images than ViT: the ResNet's full-resolution first stage is memory-bound, so it runs
+        # at about half the ViT's images per second here, in every mode.
+        train_limit = 4500
+    return BenchmarkConfig(
+        model=model,
+        preset="paper",
+        spec=spec,
+        clients=3,
+        rounds_per_stage=2,
+        local_epochs=1,
+        batch_size=256,
+        train_limit=train_limit,
+        probe_limit=3000,
+        test_limit=2000,
+    )
+
+
+def preset_config(model: str, preset: str) -> BenchmarkConfig:
+    """The configuration of ``preset`` for ``model``; override fields with :func:`dataclasses.replace`."""
+    if model not in ARCHITECTURES:
+        raise ConfigurationError(f"unknown model {model!r}; choose one of {', '.join(ARCHITECTURES)}")
+    architecture: Architecture = "vit" if model == "vit" else "resnet"
+    if preset == "smoke":
+        return _smoke(architecture)
+    if preset == "paper":
+        return _paper(architecture)
+    raise ConfigurationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+
+
+def with_overrides(config: BenchmarkConfig, **overrides: Any) -> BenchmarkConfig:
+    """``config`` with every override that is not None applied (validated again)."""
+    return replace(config, **{name: value for name, value in overrides.items() if value is not None})

@@ -1,0 +1,146 @@
+"""The comparison the issue asks for, and ``results.md``: e2e against each cheaper mode, a table per mode.
+
+Costs are compared as ratios e2e / mode (how many times more e2e needs); accuracy as gaps e2e - mode in
+percentage points, since a ratio of two accuracies hides how far apart they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from agent.benchmark.results import BenchmarkResults, Comparison, ModeResult
+from agent.learning.modes import TrainingMode
+
+REFERENCE_MODE = TrainingMode.END_TO_END.value
+MEBIBYTE = 1024 * 1024
+MEGABYTE = 1e6
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """``numerator / denominator``, or None where the denominator is zero and no ratio exists."""
+    if denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def compare(reference: ModeResult, other: ModeResult) -> Comparison:
+    return Comparison(
+        reference=reference.mode,
+        other=other.mode,
+        peak_train_memory_ratio=ratio(reference.peak_train_memory_bytes, other.peak_train_memory_bytes),
+        gflops_ratio=ratio(reference.gflops_per_client, other.gflops_per_client),
+        bytes_ratio=ratio(reference.bytes_per_client, other.bytes_per_client),
+        linear_probe_gap_points=100 * (reference.linear_probe_accuracy - other.linear_probe_accuracy),
+        knn_gap_points=100 * (reference.knn_accuracy - other.knn_accuracy),
+    )
+
+
+def compare_modes(modes: Mapping[str, ModeResult]) -> tuple[Comparison, ...]:
+    """e2e against every other mode that ran (none when e2e did not run)."""
+    if REFERENCE_MODE not in modes:
+        return ()
+    reference = modes[REFERENCE_MODE]
+    return tuple(compare(reference, result) for name, result in modes.items() if name != REFERENCE_MODE)
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
+def _summary_row(name: str, result: ModeResult, communicates: bool = True) -> str:
+    """One mode's row; a run without peers (centralised) exchanges nothing, whatever its update's size."""
+    cells = [
+        name,
+        _percent(result.linear_probe_accuracy),
+        _percent(result.knn_accuracy),
+        f"{result.peak_train_memory_bytes / MEBIBYTE:.0f}",
+        f"{result.gflops_per_client:.1f}",
+        f"{result.bytes_per_client / MEGABYTE:.2f}" if communicates else "-",
+        f"{result.wall_seconds:.0f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def summary_table(results: BenchmarkResults) -> list[str]:
+    lines = [
+        "| mode | linear probe | kNN | peak training memory (MiB) | GFLOPs per client | MB per client "
+        "(up + down) | training wall s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [_summary_row(name, result) for name, result in results.modes.items()]
+    if results.centralised is not None:
+        lines.append(_summary_row("centralised SimCLR (reference)", results.centralised, communicates=False))
+    if results.random_init is not None:
+        reference = results.random_init
+        accuracies = f"{_percent(reference.linear_probe_accuracy)} | {_percent(reference.knn_accuracy)}"
+        lines.append(f"| random init (reference) | {accuracies} | - | - | - | - |")
+    return lines
+
+
+def comparison_table(comparisons: tuple[Comparison, ...]) -> list[str]:
+    if not comparisons:
+        return ["(e2e did not run, so there is nothing to compare against.)"]
+    header = " | ".join(f"{item.reference}/{item.other}" for item in comparisons)
+    lines = [f"| | {header} |", "|---|" + "---:|" * len(comparisons)]
+    rows = (
+        ("peak training memory", [_times(item.peak_train_memory_ratio) for item in comparisons]),
+        ("GFLOPs per client", [_times(item.gflops_ratio) for item in comparisons]),
+        ("bytes per client", [_times(item.bytes_ratio) for item in comparisons]),
+        ("linear-probe gap (points)", [f"{item.linear_probe_gap_points:+.1f}" for item in comparisons]),
+        ("kNN gap (points)", [f"{item.knn_gap_points:+.1f}" for item in comparisons]),
+    )
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return lines
+
+
+def stage_table(result: ModeResult) -> list[str]:
+    lines = [
+        "| stage | readout after | linear probe | kNN | peak memory (MiB) | cumulative GFLOPs per client "
+        "| cumulative MB per client | cumulative wall s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for stage in result.stages:
+        cells = [
+            str(stage.stage),
+            str(stage.readout_stage),
+            _percent(stage.linear_probe_accuracy),
+            _percent(stage.knn_accuracy),
+            f"{stage.peak_train_memory_bytes / MEBIBYTE:.0f}",
+            f"{stage.cumulative_gflops_per_client:.1f}",
+            f"{stage.cumulative_bytes_per_client / MEGABYTE:.2f}",
+            f"{stage.cumulative_wall_seconds:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(results: BenchmarkResults) -> str:
+    config = results.config
+    machine = results.machine
+    partition = "IID" if config.dirichlet_alpha is None else f"Dirichlet alpha={config.dirichlet_alpha}"
+    lines = [
+        f"# layerfed benchmark: {config.model}, preset {config.preset}",
+        "",
+        f"{config.clients} clients ({partition}), {config.spec.stages} stages x {config.rounds_per_stage} "
+        f"rounds, {config.local_epochs} local epoch(s), batch {config.batch_size}, seed {config.seed}; "
+        f"{config.dataset}: {config.train_limit or 'all'} training images, probe on {config.probe_limit}, "
+        f"test on {config.test_limit or 'all'}.",
+        f"Machine: {machine.get('cpu_count')} CPUs, torch {machine.get('torch_version')} with "
+        f"{machine.get('torch_threads')} thread(s); memory measured with the {machine.get('memory_method')} "
+        "method (peak RSS minus RSS before training, per client; the maximum is shown).",
+        "",
+        "## Summary",
+        "",
+        *summary_table(results),
+        "",
+        "## e2e relative to the other modes",
+        "",
+        *comparison_table(results.comparisons),
+    ]
+    for name, result in results.modes.items():
+        lines += ["", f"## {name} per stage", "", *stage_table(result)]
+    return "\n".join(lines) + "\n"

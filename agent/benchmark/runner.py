@@ -1,0 +1,159 @@
+"""``layerfed bench`` and ``scripts/benchmark.py``: compare lw, prog and e2e from one seed and one partition.
+
+The runner only orchestrates: it writes the configuration, starts one worker process per job (so each
+mode's memory is measured in a fresh process), then assembles ``results.json``, ``results.md`` and the
+plots, and prints the summary. All training happens in :mod:`agent.benchmark.worker`, through the
+learning core's own functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from agent.benchmark.plots import write_plots
+from agent.benchmark.presets import PRESET_NAMES, BenchmarkConfig, preset_config, with_overrides
+from agent.benchmark.report import compare_modes, render_markdown
+from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
+from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
+from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
+from agent.errors import LayerfedError
+from models.spec import ARCHITECTURES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options; preset values apply wherever an override is not given."""
+    parser.add_argument("--model", choices=ARCHITECTURES, default="vit", help="encoder family (default vit)")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default="smoke", help="run size (default smoke)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default runs/bench-MODEL-PRESET)"
+    )
+    parser.add_argument(
+        "--data",
+        default=str(DEFAULT_FASHION_MNIST_DIRECTORY),
+        help="Fashion-MNIST directory with the four idx .gz files (default: the Debian package's)",
+    )
+    parser.add_argument("--clients", type=int, help="number of simulated clients")
+    parser.add_argument(
+        "--dirichlet-alpha", type=float, help="label-skewed split with this alpha (IID if absent)"
+    )
+    parser.add_argument("--modes", default="lw,prog,e2e", help="comma-separated modes (default lw,prog,e2e)")
+    parser.add_argument("--rounds-per-stage", type=int, help="federated rounds per stage")
+    parser.add_argument("--local-epochs", type=int, help="local epochs per round")
+    parser.add_argument("--batch-size", type=int, help="training batch size")
+    parser.add_argument("--train-limit", type=int, help="training images shared by all clients")
+    parser.add_argument("--seed", type=int, help="federation seed: model, partition, shuffling (default 0)")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
+    parser.add_argument(
+        "--centralised",
+        action="store_true",
+        help="also train centralised SimCLR (e2e, all data on one client): a reference row, as costly as e2e",
+    )
+
+
+def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
+    base = preset_config(args.model, args.preset)
+    return with_overrides(
+        base,
+        data_path=args.data,
+        clients=args.clients,
+        dirichlet_alpha=args.dirichlet_alpha,
+        modes=tuple(mode.strip() for mode in args.modes.split(",") if mode.strip()),
+        rounds_per_stage=args.rounds_per_stage,
+        local_epochs=args.local_epochs,
+        batch_size=args.batch_size,
+        train_limit=args.train_limit,
+        seed=args.seed,
+        threads=args.threads,
+        centralised=args.centralised or None,
+    )
+
+
+def run_worker(config_path: Path, job: str, output: Path) -> dict[str, Any]:
+    """Run one job in a fresh interpreter; its progress bar and messages go to our stderr."""
+    command = [sys.executable, "-m", "agent.benchmark.worker", "--config", str(config_path), "--job", job]
+    completed = subprocess.run([*command, "--output", str(output)], check=False)
+    if completed.returncode != 0:
+        raise LayerfedError(f"benchmark job {job} failed with exit code {completed.returncode} (see above)")
+    loaded: dict[str, Any] = json.loads(output.read_text())
+    return loaded
+
+
+def machine_description(torch_threads: int | None, memory_method: str | None) -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "torch_version": metadata.version("torch"),
+        "torch_threads": torch_threads,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "memory_method": memory_method,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every job, write the outputs, print the summary; 0 on success (errors raise LayerfedError)."""
+    config = config_from_arguments(args)
+    out: Path = args.out or Path("runs") / f"bench-{config.model}-{config.preset}"
+    jobs_directory = out / "jobs"
+    jobs_directory.mkdir(parents=True, exist_ok=True)
+    config_path = out / "config.json"
+    config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    jobs = [RANDOM_INIT_JOB, *config.modes, *([CENTRALISED_JOB] if config.centralised else [])]
+    outputs: dict[str, dict[str, Any]] = {}
+    job_seconds: dict[str, float] = {}
+    for job in tqdm(jobs, desc="benchmark jobs", file=sys.stderr):
+        started = time.perf_counter()
+        outputs[job] = run_worker(config_path, job, jobs_directory / f"{job}.json")
+        job_seconds[job] = time.perf_counter() - started
+    modes = {mode: ModeResult.from_dict(outputs[mode]["result"]) for mode in config.modes}
+    results = BenchmarkResults(
+        config=config,
+        machine=machine_description(
+            outputs[RANDOM_INIT_JOB]["torch_threads"], next(iter(modes.values())).memory_method
+        ),
+        modes=modes,
+        comparisons=compare_modes(modes),
+        random_init=ReferenceAccuracy(**outputs[RANDOM_INIT_JOB]["result"]),
+        centralised=ModeResult.from_dict(outputs[CENTRALISED_JOB]["result"]) if config.centralised else None,
+        job_seconds=job_seconds,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=tuple(sys.argv),
+    )
+    (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
+    markdown = render_markdown(results)
+    (out / "results.md").write_text(markdown)
+    plots = write_plots(results, out)
+    print(markdown)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parse ``argv``, run, and turn a LayerfedError into its exit code (``scripts/benchmark.py``, and
+    ``layerfed bench``, which forwards its arguments here with ``prog="layerfed bench"``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Compare lw, prog and e2e federated SSL on one seed and partition."
+    )
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except LayerfedError as error:
+        print(f"benchmark: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
