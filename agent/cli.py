@@ -173,6 +173,11 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument("--mode", default="lw", help="lw, prog or e2e (default lw)")
     demo.add_argument("--seed", type=int, default=0, help="federation seed (default 0)")
     demo.add_argument(
+        "--backend",
+        default="torch",
+        help='training backend: torch (default) or ort (needs the extra "layerfed[ort]", x86_64 only)',
+    )
+    demo.add_argument(
         "--data", type=Path, default=None, help="Fashion-MNIST directory (default: the Debian package's)"
     )
     demo.add_argument(
@@ -195,6 +200,7 @@ def _run_demo(arguments: argparse.Namespace) -> int:
             work_directory=work_directory,
             mode=TrainingMode.parse(arguments.mode),
             seed=arguments.seed,
+            backend=arguments.backend,
         )
     print()
     for peer in report.peers:

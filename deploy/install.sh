@@ -169,8 +169,9 @@ torch_requirements() {
   esac
 }
 
-# The training backend with wheels on this architecture. onnxruntime-training ("ort", x86_64 only) is an
-# optional backend that is not part of this release, so every architecture gets torch for now.
+# The training backend written into a new configuration: torch, which has wheels on every architecture.
+# "ort" (onnxruntime-training, deprecated upstream, x86_64 with Python 3.10-3.12 only) is opt-in: install
+# the extra into the venv (pip install "layerfed[ort]") and set [agent] backend = "ort".
 training_backend() { echo torch; }
 
 check_python() {

@@ -214,7 +214,6 @@ def test_status_reports_a_running_agent_and_its_progress(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("line", "message", "exit_code"),
     [
-        ('backend = "ort"', 'agent.backend "ort"', 69),
         ('backend = "tensorflow"', "agent.backend must be", 78),
         ('memory_limit = "1.5 GB"', "agent.memory_limit", 78),
         ("metrics_port = 70000", "agent.metrics_port", 78),

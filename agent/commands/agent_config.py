@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BackendUnavailableError, ConfigurationError
+from agent.learning.backends import BACKEND_NAMES, unavailable_reason
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -64,7 +65,8 @@ class AgentSection:
     threads: int = 0
     memory_limit: str = ""  # systemd MemoryMax of the service ("1500M"); install.sh writes the drop-in
     metrics_port: int = 0  # Prometheus endpoint on 127.0.0.1 (0: off)
-    backend: str = "torch"  # training backend; "torch" is the only one shipped yet
+    backend: str = "torch"  # training backend: "torch", or "ort" (extra layerfed[ort], x86_64 only)
+    backend_cache_directory: str = ""  # what "ort" builds per stage (default: state_directory/backend-cache)
     training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
 
 
@@ -77,9 +79,13 @@ class AgentConfig:
     data: DataSection = field(default_factory=DataSection)
     agent: AgentSection = field(default_factory=AgentSection)
 
+    @property
+    def backend_cache_directory(self) -> Path:
+        """Where the training backend keeps what it builds once per stage (``ort``: training graphs)."""
+        configured = self.agent.backend_cache_directory
+        return Path(configured) if configured else Path(self.agent.state_directory) / "backend-cache"
 
-BACKENDS = ("torch",)
-OPTIONAL_BACKENDS = {"ort": "onnxruntime-training (x86_64 only)"}
+
 # What systemd's MemoryMax= takes: bytes with an optional K, M, G or T suffix, a percentage, or infinity.
 MEMORY_LIMIT_PATTERN = re.compile(r"[0-9]+[KMGT]?|[0-9]+(\.[0-9]+)?%|infinity")
 
@@ -167,13 +173,12 @@ def _check(config: AgentConfig) -> None:
 
 def _check_agent_section(config: AgentConfig) -> None:
     path, agent = config.path, config.agent
-    if agent.backend in OPTIONAL_BACKENDS:
-        raise BackendUnavailableError(
-            f'{path}: agent.backend "{agent.backend}" ({OPTIONAL_BACKENDS[agent.backend]}) comes with the '
-            'optional backend, which this installation does not include; use backend = "torch"'
-        )
-    if agent.backend not in BACKENDS:
-        raise ConfigurationError(f'{path}: agent.backend must be "torch", not {agent.backend!r}')
+    if agent.backend not in BACKEND_NAMES:
+        choices = " or ".join(f'"{name}"' for name in BACKEND_NAMES)
+        raise ConfigurationError(f"{path}: agent.backend must be {choices}, not {agent.backend!r}")
+    reason = unavailable_reason(agent.backend)
+    if reason is not None:
+        raise BackendUnavailableError(f'{path}: agent.backend "{agent.backend}": {reason}')
     if agent.memory_limit and not MEMORY_LIMIT_PATTERN.fullmatch(agent.memory_limit):
         raise ConfigurationError(
             f'{path}: agent.memory_limit must be systemd\'s MemoryMax syntax ("1500M", "2G", "80%", '

@@ -24,6 +24,7 @@ from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
 from agent.engine.statistics import StatisticsSnapshot
 from agent.errors import ConfigurationError
+from agent.learning.backends import DEFAULT_BACKEND, select_backend
 from agent.learning.evaluation import evaluate
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
@@ -82,6 +83,7 @@ class DemoReport:
     protocol_seconds: float
     wall_seconds: float
     contract_address: str
+    backend: str = DEFAULT_BACKEND
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -95,13 +97,19 @@ def run_demo(
     mode: TrainingMode = TrainingMode.LAYER_WISE,
     seed: int = 0,
     say: Callable[[str], None] = print,
+    backend: str = DEFAULT_BACKEND,
 ) -> DemoReport:
-    """Run the federation to the end of its schedule and report what every peer ended with."""
+    """Run the federation to the end of its schedule and report what every peer ended with.
+
+    Every peer trains with ``backend``; its per-stage builds (``ort``) are shared by all peers, in the
+    work directory.
+    """
     if peers < 2:
         raise ConfigurationError(f"a federation needs at least 2 peers, not {peers}")
     if preset_name not in PRESETS:
         raise ConfigurationError(f"unknown demo preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
+    training_backend = select_backend(backend, cache_directory=work_directory / "backend-cache")
     started = time.perf_counter()
     # Peers are threads of this process: one torch thread each keeps them from spinning against each
     # other (with two OpenMP threads per op on a busy 2-core machine, ops ran up to ten times slower).
@@ -122,9 +130,11 @@ def run_demo(
         settings = federation.settings
         say(
             f"federation {federation.contract_address}: {peers} peers, {mode.value}, "
-            f"{settings.stages} stages x {settings.rounds_per_stage} rounds"
+            f"{settings.stages} stages x {settings.rounds_per_stage} rounds, {backend} backend"
         )
-        engines = [federation.engine(index, shard) for index, shard in enumerate(shards)]
+        engines = [
+            federation.engine(index, shard, backend=training_backend) for index, shard in enumerate(shards)
+        ]
         stop = threading.Event()
         threads, results = federation.start(engines, stop)
         try:
@@ -167,6 +177,7 @@ def run_demo(
         protocol_seconds=sum(report.statistics.protocol_seconds for report in peer_reports),
         wall_seconds=time.perf_counter() - started,
         contract_address=contract_address,
+        backend=backend,
     )
 
 

@@ -35,12 +35,16 @@ from agent.commands.presence import online_and_last_will
 from agent.engine.federation import federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.identity import load_or_create_account
+from agent.learning.backends import TrainingBackend
 from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
 
 logger = logging.getLogger(__name__)
+
+# 10 ether per peer: hundreds of rounds of gas, and 16 peers stay within one anvil account's 10,000 ether.
+EXTERNAL_FUNDING_WEI = 10**19
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ class LocalFederation:
             self.chain = create_embedded_chain(fund=funded)
         else:
             self.chain = connect_rpc(services.chain_url)
-            fund_embedded_accounts(self.chain, funded)
+            fund_embedded_accounts(self.chain, funded, EXTERNAL_FUNDING_WEI)
         self.settings = federation_settings(
             config,
             self.genesis_cid,
@@ -123,7 +127,14 @@ class LocalFederation:
         self._buses.append(bus)
         return bus
 
-    def engine(self, index: int, images: torch.Tensor, options: EngineOptions | None = None) -> RoundEngine:
+    def engine(
+        self,
+        index: int,
+        images: torch.Tensor,
+        options: EngineOptions | None = None,
+        backend: TrainingBackend | None = None,
+    ) -> RoundEngine:
+        """Peer ``index``'s engine, training with ``backend`` (default: torch)."""
         account = self.accounts[index]
         return RoundEngine(
             account=account,
@@ -134,6 +145,7 @@ class LocalFederation:
             state_directory=self.peer_directory(index),
             federation_id=self.federation_id,
             options=options or EngineOptions(poll_seconds=0.2),
+            backend=backend,
         )
 
     @staticmethod

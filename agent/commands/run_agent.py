@@ -25,6 +25,7 @@ from agent.data.registry import load_dataset
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.errors import ConfigurationError
 from agent.identity import load_or_create_account
+from agent.learning.backends import select_backend
 from agent.ports.content_store import ContentStore
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
     started_at = time.time()
     if config.agent.threads:
         torch.set_num_threads(config.agent.threads)
+    backend = select_backend(config.agent.backend, cache_directory=config.backend_cache_directory)
     account = load_or_create_account(Path(config.agent.key_file))
     federation_id = config.federation.identifier or config.federation.contract.lower()
     ledger = EthereumLedger.connect(config.federation.chain_url, config.federation.contract, account)
@@ -95,6 +97,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
                 poll_seconds=config.agent.poll_seconds,
                 training_checkpoint_seconds=config.agent.training_checkpoint_seconds,
             ),
+            backend=backend,
         )
         _stop_on_signals(stop)
         with contextlib.ExitStack() as running:

@@ -29,6 +29,7 @@ from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
 from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
+from agent.learning.backends import TrainingBackend
 from agent.learning.merging import merge_updates
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
@@ -81,6 +82,7 @@ class RoundEngine:
         options: EngineOptions | None = None,
         statistics: EngineStatistics | None = None,
         on_round_finished: Callable[[int, str], None] | None = None,
+        backend: TrainingBackend | None = None,
     ) -> None:
         self.account = account
         self.ledger = ledger
@@ -91,7 +93,7 @@ class RoundEngine:
         self.options = options or EngineOptions()
         self.statistics = statistics or EngineStatistics()
         self.checkpoints = CheckpointFile(state_directory)
-        self.training = ResumableTraining(state_directory, self.options.training_checkpoint_seconds)
+        self.training = ResumableTraining(state_directory, self.options.training_checkpoint_seconds, backend)
         self.round_state: RoundState | None = None  # the latest state read from the chain (for status)
         self.activity = "starting"  # starting, training, merging or waiting (for status)
         self._stop = threading.Event()

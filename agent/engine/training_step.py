@@ -23,8 +23,10 @@ from pathlib import Path
 
 import torch
 
+from agent.learning.backends import TrainingBackend
+from agent.learning.backends.torch_backend import TorchBackend
 from agent.learning.model_state import ModelState
-from agent.learning.training import ClientResult, TrainingConfig, train_client
+from agent.learning.training import ClientResult, TrainingConfig
 from agent.learning.training_progress import (
     TrainingHooks,
     TrainingInterrupted,
@@ -85,16 +87,21 @@ class TrainingStepFile:
 
 
 class ResumableTraining:
-    """Runs ``train_client`` for the engine so that a stop or a power cut costs at most one step.
+    """Runs the training backend for the engine so that a stop or a power cut costs at most one step.
 
     On stop (``should_stop`` turns true) the progress is saved and :meth:`train` returns None; every
     ``checkpoint_seconds`` (0: never) it is saved while training goes on. The next :meth:`train` of the
-    same round and base model continues from the saved step.
+    same round and base model continues from the saved step. ``backend`` defaults to torch; progress
+    saved by another backend (the device's backend was changed between a stop and a restart) is refused
+    by the one now running, and that round is retrained from the start.
     """
 
-    def __init__(self, directory: Path, checkpoint_seconds: float = 0.0) -> None:
+    def __init__(
+        self, directory: Path, checkpoint_seconds: float = 0.0, backend: TrainingBackend | None = None
+    ) -> None:
         self.file = TrainingStepFile(directory)
         self.checkpoint_seconds = checkpoint_seconds
+        self.backend: TrainingBackend = backend or TorchBackend()
         self._last_saved = 0.0
 
     def train(
@@ -124,7 +131,7 @@ class ResumableTraining:
             resume_from=resume_from, should_stop=should_stop, should_save=self._save_due, save=save
         )
         try:
-            return train_client(base, stage, images, config, seed, hooks=hooks)
+            return self.backend.train(base, stage, images, config, seed, hooks=hooks)
         except TrainingProgressError as error:
             logger.warning("round %d: %s; training from the start", round_number, error)
             self.file.discard()

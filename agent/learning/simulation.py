@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from agent.errors import ConfigurationError
+from agent.learning.backends import TrainingBackend
 from agent.learning.merging import merge_updates
 from agent.learning.model_state import ModelState, extract_state
 from agent.learning.training import ClientResult, TrainingConfig, train_client
@@ -78,12 +79,14 @@ def simulate(
     participation: float = 1.0,
     state: Mapping[str, torch.Tensor] | None = None,
     on_client_start: Callable[[int, int], None] | None = None,
+    backend: TrainingBackend | None = None,
 ) -> Iterator[RoundRecord]:
     """Run every round of ``schedule`` and yield a record after each merge.
 
     ``on_client_start(round_index, client)`` is called before each client trains (the benchmark resets
-    its peak-memory counter there).
+    its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``).
     """
+    train = backend.train if backend is not None else train_client
     if schedule.stages != config.spec.stages:
         raise ConfigurationError(f"schedule has {schedule.stages} stages, the model {config.spec.stages}")
     current: ModelState = dict(state) if state is not None else initial_state(config)
@@ -99,7 +102,7 @@ def simulate(
             if on_client_start is not None:
                 on_client_start(round_index, client)
             seed = derive_seed(config.federation_seed, "train", round_index, client)
-            results.append(train_client(current, stage, client_images[client], config, seed))
+            results.append(train(current, stage, client_images[client], config, seed))
         current = merge_updates(current, [result.update for result in results])
         sizes = [result.metrics.update_bytes for result in results]
         yield RoundRecord(
