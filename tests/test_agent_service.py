@@ -10,11 +10,9 @@ uninterrupted run computes (recomputed here in-process, bit for bit).
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -40,6 +38,7 @@ from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig, train_client
 from models.seeding import derive_seed
 from models.spec import EncoderSpec
+from tests.services.agent_process import start_agent
 from tests.services.anvil import rpc
 from tests.services.mosquitto import MosquittoService
 
@@ -61,26 +60,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "--log-level",
-                "INFO",
-                "agent",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=handle,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
 
 
 def wait_for_log(log: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:

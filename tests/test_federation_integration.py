@@ -7,10 +7,7 @@ round 1 is open and restarted; every agent must finish with the same canonical m
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +22,7 @@ from agent.identity import load_or_create_account
 from agent.learning.modes import TrainingMode
 from agent.learning.training import TrainingConfig
 from models.spec import EncoderSpec
+from tests.services.agent_process import start_agent
 from tests.services.anvil import rpc
 from tests.services.mosquitto import MosquittoService
 
@@ -74,27 +72,6 @@ threads = 1
 """
     )
     return path
-
-
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent.cli",
-                "--log-level",
-                "INFO",
-                "agent",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=handle,
-            env=environment,
-        )
 
 
 def test_agents_agree_after_one_is_killed_mid_round(
