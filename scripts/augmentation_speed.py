@@ -13,6 +13,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 from PIL import Image
@@ -31,7 +32,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
-    from lightly.transforms import SimCLRTransform
+    from lightly.transforms.simclr_transform import SimCLRTransform
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (arguments.batch, 1, 28, 28), generator=generator, dtype=torch.uint8)
@@ -44,7 +45,8 @@ def main() -> int:
         kornia_augmentation(images)
 
     def lightly_views() -> None:
-        views = [lightly_transform(picture) for picture in pictures]  # each call gives both views
+        # Each call gives both views, as tensors (the transform ends with ToTensor).
+        views = [cast(list[torch.Tensor], lightly_transform(picture)) for picture in pictures]
         torch.stack([view[0] for view in views])
         torch.stack([view[1] for view in views])
 

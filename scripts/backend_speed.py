@@ -139,7 +139,7 @@ def configurations(arguments: argparse.Namespace) -> list[tuple[str, str, int]]:
     """(model, mode, stage) to measure; ``e2e`` trains the same graph at every stage, so once."""
     from agent.benchmark.presets import preset_config
 
-    chosen = []
+    chosen: list[tuple[str, str, int]] = []
     for model in arguments.models:
         stages = preset_config(model, arguments.preset).spec.stages
         if arguments.stages == "all":

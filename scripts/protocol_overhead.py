@@ -111,7 +111,7 @@ def measure(
         "wall_seconds": wall,
         "round_wall_seconds": wall / rounds,
         "per_peer_per_round": per_peer_round,
-        "protocol_share_of_busy_time": per_peer_round["protocol_seconds"] / busy,  # type: ignore[operator]
+        "protocol_share_of_busy_time": per_peer_round["protocol_seconds"] / busy,
         "gas_per_peer": statistics.mean(s.gas_used for s in snapshots),
     }
 
@@ -150,7 +150,7 @@ def main() -> int:
     for row in rows:
         per = row["per_peer_per_round"]
         print(
-            f"| {row['services']} | {row['peers']} | {row['round_wall_seconds']:.1f} | "  # type: ignore[index]
+            f"| {row['services']} | {row['peers']} | {row['round_wall_seconds']:.1f} | "
             f"{per['training_seconds']:.2f} | {per['protocol_seconds']:.2f} | "  # type: ignore[index]
             f"{row['protocol_share_of_busy_time']:.1%} | {per['bytes_uploaded'] / 1e6:.2f} | "  # type: ignore[index]
             f"{per['bytes_downloaded'] / 1e6:.2f} |"  # type: ignore[index]

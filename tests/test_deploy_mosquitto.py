@@ -152,7 +152,7 @@ class Peer:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self._arrived:
-            self.received.append((message.topic, message.payload))
+            self.received.append((message.topic, bytes(message.payload)))
             self._arrived.notify_all()
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import ConfigurationError
+from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from agent.learning.modes import TrainingMode
 from models.spec import ARCHITECTURES, Architecture, EncoderSpec
 
@@ -57,6 +58,7 @@ class BenchmarkConfig:
     centralised: bool = False
     threads: int | None = None
     dataset: str = DATASET_NAME
+    backends: tuple[str, ...] = (DEFAULT_BACKEND,)
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
@@ -74,6 +76,15 @@ class BenchmarkConfig:
             TrainingMode.parse(mode)
         if len(set(self.modes)) != len(self.modes):
             raise ConfigurationError(f"modes repeat: {', '.join(self.modes)}")
+        if not self.backends:
+            raise ConfigurationError("choose at least one training backend")
+        for backend in self.backends:
+            if backend not in BACKEND_NAMES:
+                raise ConfigurationError(
+                    f"unknown training backend {backend!r}; choose from {', '.join(BACKEND_NAMES)}"
+                )
+        if len(set(self.backends)) != len(self.backends):
+            raise ConfigurationError(f"backends repeat: {', '.join(self.backends)}")
 
     @property
     def total_rounds(self) -> int:
@@ -83,6 +94,7 @@ class BenchmarkConfig:
         values = asdict(self)
         values["spec"] = self.spec.to_dict()
         values["modes"] = list(self.modes)
+        values["backends"] = list(self.backends)
         return values
 
     @classmethod
@@ -90,6 +102,7 @@ class BenchmarkConfig:
         converted = dict(values)
         converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
         converted["modes"] = tuple(values["modes"])
+        converted["backends"] = tuple(values.get("backends", (DEFAULT_BACKEND,)))
         return cls(**converted)
 
 

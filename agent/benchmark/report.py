@@ -1,14 +1,17 @@
-"""The comparison the issue asks for, and ``results.md``: e2e against each cheaper mode, a table per mode.
+"""The comparisons, and ``results.md``: e2e against each cheaper mode, each further training backend
+against the reference one, and a table per mode.
 
 Costs are compared as ratios e2e / mode (how many times more e2e needs); accuracy as gaps e2e - mode in
-percentage points, since a ratio of two accuracies hides how far apart they are.
+percentage points, since a ratio of two accuracies hides how far apart they are. Backends are compared
+the other way round, backend / reference (ort / torch), per mode and stage: the question there is how
+much more (or less) the alternative costs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.benchmark.results import BenchmarkResults, Comparison, ModeResult
+from agent.benchmark.results import BackendComparison, BenchmarkResults, Comparison, ModeResult
 from agent.learning.modes import TrainingMode
 
 REFERENCE_MODE = TrainingMode.END_TO_END.value
@@ -16,9 +19,9 @@ MEBIBYTE = 1024 * 1024
 MEGABYTE = 1e6
 
 
-def ratio(numerator: float, denominator: float) -> float | None:
-    """``numerator / denominator``, or None where the denominator is zero and no ratio exists."""
-    if denominator == 0:
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``, or None where either is missing or the denominator is zero."""
+    if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
 
@@ -43,6 +46,43 @@ def compare_modes(modes: Mapping[str, ModeResult]) -> tuple[Comparison, ...]:
     return tuple(compare(reference, result) for name, result in modes.items() if name != REFERENCE_MODE)
 
 
+def compare_backend(result: ModeResult, reference: ModeResult, stage: int | None) -> BackendComparison:
+    """``result`` against ``reference`` (same mode, another backend), at ``stage`` or (None) overall."""
+    if stage is None:
+        seconds, reference_seconds = result.seconds_per_step, reference.seconds_per_step
+        memory, reference_memory = result.peak_train_memory_bytes, reference.peak_train_memory_bytes
+    else:
+        mine = {item.stage: item for item in result.stages}[stage]
+        theirs = {item.stage: item for item in reference.stages}[stage]
+        seconds, reference_seconds = mine.seconds_per_step, theirs.seconds_per_step
+        memory, reference_memory = mine.peak_train_memory_bytes, theirs.peak_train_memory_bytes
+    return BackendComparison(
+        backend=result.backend,
+        reference=reference.backend,
+        mode=result.mode,
+        stage=stage,
+        seconds_per_step=seconds,
+        reference_seconds_per_step=reference_seconds,
+        peak_train_memory_bytes=memory,
+        reference_peak_train_memory_bytes=reference_memory,
+        seconds_per_step_ratio=ratio(seconds, reference_seconds),
+        peak_train_memory_ratio=ratio(memory, reference_memory),
+    )
+
+
+def compare_backends(
+    reference_modes: Mapping[str, ModeResult], other_backends: Mapping[str, Mapping[str, ModeResult]]
+) -> tuple[BackendComparison, ...]:
+    """Every further backend against the reference: per mode, each stage, then the whole run."""
+    rows: list[BackendComparison] = []
+    for modes in other_backends.values():
+        for name, result in modes.items():
+            reference = reference_modes[name]
+            stages = [item.stage for item in result.stages]
+            rows += [compare_backend(result, reference, stage) for stage in [*stages, None]]
+    return tuple(rows)
+
+
 def _percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
@@ -51,15 +91,21 @@ def _times(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}x"
 
 
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _summary_row(name: str, result: ModeResult, communicates: bool = True) -> str:
     """One mode's row; a run without peers (centralised) exchanges nothing, whatever its update's size."""
     cells = [
         name,
+        result.backend,
         _percent(result.linear_probe_accuracy),
         _percent(result.knn_accuracy),
         f"{result.peak_train_memory_bytes / MEBIBYTE:.0f}",
         f"{result.gflops_per_client:.1f}",
         f"{result.bytes_per_client / MEGABYTE:.2f}" if communicates else "-",
+        _seconds(result.seconds_per_step),
         f"{result.wall_seconds:.0f}",
     ]
     return "| " + " | ".join(cells) + " |"
@@ -67,17 +113,19 @@ def _summary_row(name: str, result: ModeResult, communicates: bool = True) -> st
 
 def summary_table(results: BenchmarkResults) -> list[str]:
     lines = [
-        "| mode | linear probe | kNN | peak training memory (MiB) | GFLOPs per client | MB per client "
-        "(up + down) | training wall s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| mode | backend | linear probe | kNN | peak training memory (MiB) | GFLOPs per client "
+        "| MB per client (up + down) | s per step | training wall s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [_summary_row(name, result) for name, result in results.modes.items()]
+    for modes in results.other_backends.values():
+        lines += [_summary_row(name, result) for name, result in modes.items()]
     if results.centralised is not None:
         lines.append(_summary_row("centralised SimCLR (reference)", results.centralised, communicates=False))
     if results.random_init is not None:
         reference = results.random_init
         accuracies = f"{_percent(reference.linear_probe_accuracy)} | {_percent(reference.knn_accuracy)}"
-        lines.append(f"| random init (reference) | {accuracies} | - | - | - | - |")
+        lines.append(f"| random init (reference) | - | {accuracies} | - | - | - | - | - |")
     return lines
 
 
@@ -97,11 +145,35 @@ def comparison_table(comparisons: tuple[Comparison, ...]) -> list[str]:
     return lines
 
 
+def backend_table(comparisons: tuple[BackendComparison, ...]) -> list[str]:
+    """Step time and peak training memory of each backend side by side, per mode and stage."""
+    reference = comparisons[0].reference
+    lines = [
+        f"| backend | mode | stage | {reference} s per step | backend s per step | time "
+        f"backend/{reference} | {reference} peak MiB | backend peak MiB | memory backend/{reference} |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for item in comparisons:
+        cells = [
+            item.backend,
+            item.mode,
+            "all" if item.stage is None else str(item.stage),
+            _seconds(item.reference_seconds_per_step),
+            _seconds(item.seconds_per_step),
+            _times(item.seconds_per_step_ratio),
+            f"{item.reference_peak_train_memory_bytes / MEBIBYTE:.0f}",
+            f"{item.peak_train_memory_bytes / MEBIBYTE:.0f}",
+            _times(item.peak_train_memory_ratio),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def stage_table(result: ModeResult) -> list[str]:
     lines = [
-        "| stage | readout after | linear probe | kNN | peak memory (MiB) | cumulative GFLOPs per client "
-        "| cumulative MB per client | cumulative wall s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| stage | readout after | linear probe | kNN | peak memory (MiB) | s per step "
+        "| cumulative GFLOPs per client | cumulative MB per client | cumulative wall s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for stage in result.stages:
         cells = [
@@ -110,6 +182,7 @@ def stage_table(result: ModeResult) -> list[str]:
             _percent(stage.linear_probe_accuracy),
             _percent(stage.knn_accuracy),
             f"{stage.peak_train_memory_bytes / MEBIBYTE:.0f}",
+            _seconds(stage.seconds_per_step),
             f"{stage.cumulative_gflops_per_client:.1f}",
             f"{stage.cumulative_bytes_per_client / MEGABYTE:.2f}",
             f"{stage.cumulative_wall_seconds:.0f}",
@@ -129,6 +202,7 @@ def render_markdown(results: BenchmarkResults) -> str:
         f"rounds, {config.local_epochs} local epoch(s), batch {config.batch_size}, seed {config.seed}; "
         f"{config.dataset}: {config.train_limit or 'all'} training images, probe on {config.probe_limit}, "
         f"test on {config.test_limit or 'all'}.",
+        f"Training backends: {', '.join(config.backends)}. "
         f"Machine: {machine.get('cpu_count')} CPUs, torch {machine.get('torch_version')} with "
         f"{machine.get('torch_threads')} thread(s); memory measured with the {machine.get('memory_method')} "
         "method (peak RSS minus RSS before training, per client; the maximum is shown).",
@@ -141,6 +215,19 @@ def render_markdown(results: BenchmarkResults) -> str:
         "",
         *comparison_table(results.comparisons),
     ]
+    if results.backend_comparisons:
+        lines += [
+            "",
+            f"## Training backends relative to {config.backends[0]}",
+            "",
+            "Seconds per step: median time between the ends of consecutive optimizer steps of one client. "
+            "Peak memory: the largest client's peak in that stage (or run). Ratios: backend / reference.",
+            "",
+            *backend_table(results.backend_comparisons),
+        ]
     for name, result in results.modes.items():
-        lines += ["", f"## {name} per stage", "", *stage_table(result)]
+        lines += ["", f"## {name} ({result.backend}) per stage", "", *stage_table(result)]
+    for modes in results.other_backends.values():
+        for name, result in modes.items():
+            lines += ["", f"## {name} ({result.backend}) per stage", "", *stage_table(result)]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,10 @@
 
 Per-client figures are means over the clients that took part (all of them, in the benchmark), so
 ``gflops_per_client`` and ``bytes_per_client`` are what one device pays over the whole run. Memory is a
-maximum, not a mean: a device must have room for its worst round.
+maximum, not a mean: a device must have room for its worst round. Seconds per step is a median over
+steady optimizer steps (the time between the ends of consecutive steps of one client), which leaves out
+each client's first step (it also counts FLOPs and builds the backend's sessions) and is robust to a
+shared machine's hiccups; None where no client took two steps.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 from agent.benchmark.presets import BenchmarkConfig
 
-SCHEMA = "layerfed-benchmark/1"
+SCHEMA = "layerfed-benchmark/2"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class RoundResult:
     peak_train_memory_bytes: int
     client_peak_train_memory_bytes: tuple[int, ...]
     wall_seconds: float
+    seconds_per_step: float | None = None
+    steps_per_client: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class StageResult:
     cumulative_gflops_per_client: float
     cumulative_bytes_per_client: float
     cumulative_wall_seconds: float
+    seconds_per_step: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class ModeResult:
     clients: int
     stages: tuple[StageResult, ...]
     rounds: tuple[RoundResult, ...]
+    backend: str = "torch"
+    seconds_per_step: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,13 +124,42 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class BackendComparison:
+    """One mode and stage (``stage`` None: the whole run) trained by ``backend`` and by ``reference``.
+
+    Ratios are backend / reference (0.8 means ``backend`` needs 20 % less); None where a figure is missing
+    or the reference measured zero.
+    """
+
+    backend: str
+    reference: str
+    mode: str
+    stage: int | None
+    seconds_per_step: float | None
+    reference_seconds_per_step: float | None
+    peak_train_memory_bytes: int
+    reference_peak_train_memory_bytes: int
+    seconds_per_step_ratio: float | None
+    peak_train_memory_ratio: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class BenchmarkResults:
-    """A whole run: what ``results.json`` holds (its layout is described in this package's README)."""
+    """A whole run: what ``results.json`` holds (its layout is described in this package's README).
+
+    ``modes`` were trained by the reference backend (the configuration's first); ``other_backends`` holds
+    the same modes trained by each further backend, and ``backend_comparisons`` sets them side by side.
+    """
 
     config: BenchmarkConfig
     machine: dict[str, Any]
     modes: dict[str, ModeResult]
     comparisons: tuple[Comparison, ...]
+    other_backends: dict[str, dict[str, ModeResult]] = field(default_factory=dict)
+    backend_comparisons: tuple[BackendComparison, ...] = ()
     random_init: ReferenceAccuracy | None = None
     centralised: ModeResult | None = None
     job_seconds: dict[str, float] = field(default_factory=dict)
@@ -144,6 +181,11 @@ class BenchmarkResults:
             "comparisons": {
                 f"{item.reference}_over_{item.other}": item.to_dict() for item in self.comparisons
             },
+            "other_backends": {
+                backend: {name: result.to_dict() for name, result in modes.items()}
+                for backend, modes in self.other_backends.items()
+            },
+            "backend_comparisons": [item.to_dict() for item in self.backend_comparisons],
             "job_seconds": self.job_seconds,
         }
 
@@ -156,6 +198,13 @@ class BenchmarkResults:
             machine=dict(values["machine"]),
             modes={name: ModeResult.from_dict(result) for name, result in values["modes"].items()},
             comparisons=tuple(Comparison(**item) for item in values["comparisons"].values()),
+            other_backends={
+                backend: {name: ModeResult.from_dict(result) for name, result in modes.items()}
+                for backend, modes in values.get("other_backends", {}).items()
+            },
+            backend_comparisons=tuple(
+                BackendComparison(**item) for item in values.get("backend_comparisons", ())
+            ),
             random_init=ReferenceAccuracy(**references["random_init"]) if references["random_init"] else None,
             centralised=ModeResult.from_dict(references["centralised"])
             if references["centralised"]

@@ -1,9 +1,9 @@
 """``layerfed bench`` and ``scripts/benchmark.py``: compare lw, prog and e2e from one seed and one partition.
 
 The runner only orchestrates: it writes the configuration, starts one worker process per job (so each
-mode's memory is measured in a fresh process), then assembles ``results.json``, ``results.md`` and the
-plots, and prints the summary. All training happens in :mod:`agent.benchmark.worker`, through the
-learning core's own functions.
+mode's memory is measured in a fresh process; with ``--backends torch,ort``, one per mode and backend),
+then assembles ``results.json``, ``results.md`` and the plots, and prints the summary. All training
+happens in :mod:`agent.benchmark.worker`, through the learning core's own functions.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from tqdm import tqdm
 
 from agent.benchmark.plots import write_plots
 from agent.benchmark.presets import PRESET_NAMES, BenchmarkConfig, preset_config, with_overrides
-from agent.benchmark.report import compare_modes, render_markdown
+from agent.benchmark.report import compare_backends, compare_modes, render_markdown
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
 from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
-from agent.errors import LayerfedError
+from agent.errors import BackendUnavailableError, LayerfedError
+from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND, unavailable_reason
 from models.spec import ARCHITECTURES
 
 
@@ -50,6 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dirichlet-alpha", type=float, help="label-skewed split with this alpha (IID if absent)"
     )
     parser.add_argument("--modes", default="lw,prog,e2e", help="comma-separated modes (default lw,prog,e2e)")
+    parser.add_argument(
+        "--backends",
+        default=DEFAULT_BACKEND,
+        help=f"comma-separated training backends ({', '.join(BACKEND_NAMES)}), each running every mode; "
+        f"the first is the reference the others are compared with (default {DEFAULT_BACKEND})",
+    )
     parser.add_argument("--rounds-per-stage", type=int, help="federated rounds per stage")
     parser.add_argument("--local-epochs", type=int, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, help="training batch size")
@@ -63,6 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
     base = preset_config(args.model, args.preset)
     return with_overrides(
@@ -70,7 +81,8 @@ def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
         data_path=args.data,
         clients=args.clients,
         dirichlet_alpha=args.dirichlet_alpha,
-        modes=tuple(mode.strip() for mode in args.modes.split(",") if mode.strip()),
+        modes=split_list(args.modes),
+        backends=split_list(args.backends),
         rounds_per_stage=args.rounds_per_stage,
         local_epochs=args.local_epochs,
         batch_size=args.batch_size,
@@ -81,20 +93,38 @@ def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
     )
 
 
-def run_worker(config_path: Path, job: str, output: Path) -> dict[str, Any]:
+def run_worker(
+    config_path: Path, job: str, output: Path, backend: str = DEFAULT_BACKEND, cache: Path | None = None
+) -> dict[str, Any]:
     """Run one job in a fresh interpreter; its progress bar and messages go to our stderr."""
     command = [sys.executable, "-m", "agent.benchmark.worker", "--config", str(config_path), "--job", job]
-    completed = subprocess.run([*command, "--output", str(output)], check=False)
+    command += ["--backend", backend, "--output", str(output)]
+    if cache is not None:
+        command += ["--cache", str(cache)]
+    completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
-        raise LayerfedError(f"benchmark job {job} failed with exit code {completed.returncode} (see above)")
+        raise LayerfedError(
+            f"benchmark job {job} ({backend}) failed with exit code {completed.returncode} (see above)"
+        )
     loaded: dict[str, Any] = json.loads(output.read_text())
     return loaded
+
+
+def installed_version(*distributions: str) -> str | None:
+    """The version of the first of ``distributions`` that is installed, or None."""
+    for distribution in distributions:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def machine_description(torch_threads: int | None, memory_method: str | None) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "torch_version": metadata.version("torch"),
+        "onnxruntime_training_version": installed_version("onnxruntime-training-cpu", "onnxruntime-training"),
         "torch_threads": torch_threads,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -102,31 +132,66 @@ def machine_description(torch_threads: int | None, memory_method: str | None) ->
     }
 
 
+def planned_jobs(config: BenchmarkConfig) -> list[tuple[str, str]]:
+    """(job, backend) in the order they run: random init, every mode with every backend (one mode's
+    backends one after the other, so that a shared machine's load changes little between the runs that
+    are compared), the centralised reference (if asked for) with the reference backend only."""
+    reference = config.backends[0]
+    jobs = [(RANDOM_INIT_JOB, reference)]
+    jobs += [(mode, backend) for mode in config.modes for backend in config.backends]
+    if config.centralised:
+        jobs.append((CENTRALISED_JOB, reference))
+    return jobs
+
+
+def job_name(job: str, backend: str) -> str:
+    """The job's key in ``job_seconds`` and its file name in ``jobs/``."""
+    return job if job == RANDOM_INIT_JOB else f"{job}-{backend}"
+
+
+def check_backends(backends: Sequence[str]) -> None:
+    """Fail before any job starts when a backend cannot run here (names the extra to install)."""
+    for backend in backends:
+        reason = unavailable_reason(backend)
+        if reason is not None:
+            raise BackendUnavailableError(reason)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run every job, write the outputs, print the summary; 0 on success (errors raise LayerfedError)."""
     config = config_from_arguments(args)
+    check_backends(config.backends)
     out: Path = args.out or Path("runs") / f"bench-{config.model}-{config.preset}"
     jobs_directory = out / "jobs"
     jobs_directory.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
     config_path.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    jobs = [RANDOM_INIT_JOB, *config.modes, *([CENTRALISED_JOB] if config.centralised else [])]
-    outputs: dict[str, dict[str, Any]] = {}
+    cache = out / "backend-cache"
+    outputs: dict[tuple[str, str], dict[str, Any]] = {}
     job_seconds: dict[str, float] = {}
-    for job in tqdm(jobs, desc="benchmark jobs", file=sys.stderr):
+    for job, backend in tqdm(planned_jobs(config), desc="benchmark jobs", file=sys.stderr):
         started = time.perf_counter()
-        outputs[job] = run_worker(config_path, job, jobs_directory / f"{job}.json")
-        job_seconds[job] = time.perf_counter() - started
-    modes = {mode: ModeResult.from_dict(outputs[mode]["result"]) for mode in config.modes}
+        name = job_name(job, backend)
+        outputs[job, backend] = run_worker(config_path, job, jobs_directory / f"{name}.json", backend, cache)
+        job_seconds[name] = time.perf_counter() - started
+    reference, *others = config.backends
+    modes = {mode: ModeResult.from_dict(outputs[mode, reference]["result"]) for mode in config.modes}
+    other_backends = {
+        backend: {mode: ModeResult.from_dict(outputs[mode, backend]["result"]) for mode in config.modes}
+        for backend in others
+    }
+    random_init = outputs[RANDOM_INIT_JOB, reference]
     results = BenchmarkResults(
         config=config,
-        machine=machine_description(
-            outputs[RANDOM_INIT_JOB]["torch_threads"], next(iter(modes.values())).memory_method
-        ),
+        machine=machine_description(random_init["torch_threads"], next(iter(modes.values())).memory_method),
         modes=modes,
         comparisons=compare_modes(modes),
-        random_init=ReferenceAccuracy(**outputs[RANDOM_INIT_JOB]["result"]),
-        centralised=ModeResult.from_dict(outputs[CENTRALISED_JOB]["result"]) if config.centralised else None,
+        other_backends=other_backends,
+        backend_comparisons=compare_backends(modes, other_backends),
+        random_init=ReferenceAccuracy(**random_init["result"]),
+        centralised=ModeResult.from_dict(outputs[CENTRALISED_JOB, reference]["result"])
+        if config.centralised
+        else None,
         job_seconds=job_seconds,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=tuple(sys.argv),
@@ -144,7 +209,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Parse ``argv``, run, and turn a LayerfedError into its exit code (``scripts/benchmark.py``, and
     ``layerfed bench``, which forwards its arguments here with ``prog="layerfed bench"``)."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="Compare lw, prog and e2e federated SSL on one seed and partition."
+        prog=prog,
+        description="Compare lw, prog and e2e federated SSL on one seed and partition, with one or more "
+        "training backends.",
     )
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -1,12 +1,14 @@
 """One benchmark job in a fresh process: train one mode (or evaluate a reference) and write its JSON.
 
-    python -m agent.benchmark.worker --config CONFIG.json --job lw --output lw.json
+    python -m agent.benchmark.worker --config CONFIG.json --job lw --backend ort --output lw-ort.json
 
 The runner starts one process per job so that no job's memory figures include what an earlier job
 allocated and the allocator kept. The job trains with :func:`agent.learning.simulation.simulate`, the
-same client step and merge the agent runs, and measures around it: training memory per client (reset
-when the simulation announces a client, read when the next one starts or the round ends), wall time
-per round, and linear-probe and kNN accuracy after every stage.
+same client step and merge the agent runs, through the chosen training backend, and measures around it:
+training memory per client (reset when the simulation announces a client, read when the next one starts
+or the round ends), seconds per optimizer step, wall time per round, and linear-probe and kNN accuracy
+after every stage. What a backend builds once per stage (``ort``: its training graphs, cached in
+``--cache``) is built before anything is measured, as a device's cache would already hold it.
 
 Jobs: ``lw``, ``prog``, ``e2e``; ``random-init`` (the untrained encoder, evaluated only);
 ``centralised`` (e2e SimCLR with all training images on one client, same schedule and epochs).
@@ -15,10 +17,12 @@ Jobs: ``lw``, ``prog``, ``e2e``; ``random-init`` (the untrained encoder, evaluat
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +35,12 @@ from agent.benchmark.presets import BenchmarkConfig
 from agent.benchmark.results import ModeResult, ReferenceAccuracy, RoundResult, StageResult
 from agent.data import load_dataset, partition_dirichlet, partition_iid, stratified_limit_indices
 from agent.errors import ConfigurationError, LayerfedError
+from agent.learning.backends import DEFAULT_BACKEND, TrainingBackend, select_backend
 from agent.learning.evaluation import evaluate
 from agent.learning.modes import TrainingMode, head_stage
 from agent.learning.simulation import RoundRecord, Schedule, initial_state, simulate
-from agent.learning.training import TrainingConfig, train_client
+from agent.learning.training import ClientResult, TrainingConfig
+from agent.learning.training_progress import TrainingHooks
 from models.seeding import derive_seed
 
 RANDOM_INIT_JOB = "random-init"
@@ -102,7 +108,62 @@ class ClientMemoryTracker:
             self._peaks.append(self.meter.stop())
 
 
-def summarise_round(record: RoundRecord, peaks: Sequence[int], wall_seconds: float) -> RoundResult:
+class StepTimer:
+    """A training backend that times another's optimizer steps, for seconds per step.
+
+    Both backends ask :attr:`TrainingHooks.should_stop` right after every optimizer step, so the times
+    between consecutive asks of one client are its steps, without the client's set-up, its first step
+    (which also counts FLOPs) or reading the update back. Asking never stops training.
+    """
+
+    def __init__(self, backend: TrainingBackend) -> None:
+        self.backend = backend
+        self._intervals: list[float] = []
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    def prepare(self, config: TrainingConfig, stage: int) -> None:
+        self.backend.prepare(config, stage)
+
+    def train(
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        stage: int,
+        images: torch.Tensor,
+        config: TrainingConfig,
+        seed: int,
+        *,
+        hooks: TrainingHooks | None = None,
+    ) -> ClientResult:
+        if hooks is not None:
+            raise ConfigurationError("the benchmark's step timer does not pass on training hooks")
+        step_ends: list[float] = []
+
+        def note_step_end() -> bool:
+            step_ends.append(time.perf_counter())
+            return False
+
+        result = self.backend.train(
+            global_state, stage, images, config, seed, hooks=TrainingHooks(should_stop=note_step_end)
+        )
+        self._intervals.extend(later - earlier for earlier, later in itertools.pairwise(step_ends))
+        return result
+
+    def take_intervals(self) -> list[float]:
+        """Step times since the last call (called once per round)."""
+        intervals, self._intervals = self._intervals, []
+        return intervals
+
+
+def median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarise_round(
+    record: RoundRecord, peaks: Sequence[int], wall_seconds: float, step_seconds: Sequence[float] = ()
+) -> RoundResult:
     metrics = [result.metrics for result in record.results]
     count = len(metrics)
     return RoundResult(
@@ -115,13 +176,20 @@ def summarise_round(record: RoundRecord, peaks: Sequence[int], wall_seconds: flo
         peak_train_memory_bytes=max(peaks, default=0),
         client_peak_train_memory_bytes=tuple(peaks),
         wall_seconds=wall_seconds,
+        seconds_per_step=median_or_none(step_seconds),
+        steps_per_client=sum(metric.steps for metric in metrics) / count,
     )
 
 
-def warm_up(training: TrainingConfig, images: torch.Tensor) -> None:
-    """One unmeasured training step, so that the first client's memory window does not include what
-    torch, kornia and the allocator set up once per process (measured: about 27 MiB, on stage 1 only)."""
-    train_client(initial_state(training), 1, images, training, seed=0)
+def warm_up(
+    backend: TrainingBackend, training: TrainingConfig, schedule: Schedule, images: torch.Tensor
+) -> None:
+    """Build every stage's graphs (``ort``) and run one unmeasured training step, so that no client's
+    memory window or step time includes what the backend builds once per stage, nor what torch, kornia,
+    ONNX Runtime and the allocator set up once per process (measured: about 27 MiB, on stage 1 only)."""
+    for stage in range(1, schedule.stages + 1):
+        backend.prepare(training, stage)
+    backend.train(initial_state(training), 1, images, training, seed=0)
 
 
 def train_mode(
@@ -130,8 +198,9 @@ def train_mode(
     client_images: list[torch.Tensor],
     data: BenchmarkData,
     job: str,
+    backend: TrainingBackend,
 ) -> ModeResult:
-    """Simulate ``mode`` over the whole schedule, evaluating after each stage's last round."""
+    """Simulate ``mode`` with ``backend`` over the whole schedule, evaluating after each stage."""
     started = time.perf_counter()
     spec = config.spec
     training = TrainingConfig(
@@ -143,19 +212,27 @@ def train_mode(
         learning_rate=config.learning_rate,
     )
     schedule = Schedule(spec.stages, config.rounds_per_stage)
-    warm_up(training, client_images[0][: config.batch_size])
+    warm_up(backend, training, schedule, client_images[0][: config.batch_size])
+    timer = StepTimer(backend)
     tracker = ClientMemoryTracker(PeakMemoryMeter())
-    records = simulate(training, schedule, client_images, on_client_start=tracker.on_client_start)
+    records = simulate(
+        training, schedule, client_images, on_client_start=tracker.on_client_start, backend=timer
+    )
     rounds: list[RoundResult] = []
+    step_seconds: dict[int, list[float]] = {}
     stages: list[StageResult] = []
     evaluation_seconds = 0.0
-    progress = tqdm(total=schedule.total_rounds, desc=f"{job} rounds", file=sys.stderr, leave=False)
+    label = f"{job} ({backend.name})"
+    progress = tqdm(total=schedule.total_rounds, desc=f"{label} rounds", file=sys.stderr, leave=False)
     while True:
         round_started = time.perf_counter()
         record = next(records, None)
         if record is None:
             break
-        rounds.append(summarise_round(record, tracker.take_round(), time.perf_counter() - round_started))
+        wall_seconds = time.perf_counter() - round_started
+        intervals = timer.take_intervals()
+        step_seconds.setdefault(record.stage, []).extend(intervals)
+        rounds.append(summarise_round(record, tracker.take_round(), wall_seconds, intervals))
         progress.update()
         progress.set_postfix(stage=record.stage, loss=f"{rounds[-1].loss:.3f}")
         if schedule.is_last_round_of_stage(record.round_index):
@@ -185,6 +262,7 @@ def train_mode(
                         item.upload_bytes_per_client + item.download_bytes_per_client for item in rounds
                     ),
                     cumulative_wall_seconds=sum(item.wall_seconds for item in rounds),
+                    seconds_per_step=median_or_none(step_seconds[record.stage]),
                 )
             )
         del record  # so that neither its state nor its updates count towards the next round's baseline
@@ -208,6 +286,8 @@ def train_mode(
         clients=len(client_images),
         stages=tuple(stages),
         rounds=tuple(rounds),
+        backend=backend.name,
+        seconds_per_step=median_or_none([item for values in step_seconds.values() for item in values]),
     )
 
 
@@ -232,20 +312,31 @@ def evaluate_random_init(config: BenchmarkConfig, data: BenchmarkData) -> Refere
     )
 
 
-def run_job(config: BenchmarkConfig, job: str) -> dict[str, Any]:
-    """The JSON object a job writes: its result and the thread count it ran with."""
+def run_job(
+    config: BenchmarkConfig, job: str, backend_name: str = DEFAULT_BACKEND, cache: Path | None = None
+) -> dict[str, Any]:
+    """The JSON object a job writes: its result and the thread count it ran with.
+
+    Threads are set before the backend is chosen: ONNX Runtime's sessions take torch's thread count.
+    """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    backend = select_backend(backend_name, cache_directory=cache)
     data = load_benchmark_data(config)
     result: ModeResult | ReferenceAccuracy
     if job == RANDOM_INIT_JOB:
         result = evaluate_random_init(config, data)
     elif job == CENTRALISED_JOB:
         everything = [torch.cat(data.client_images)]
-        result = train_mode(config, TrainingMode.END_TO_END, everything, data, job)
+        result = train_mode(config, TrainingMode.END_TO_END, everything, data, job, backend)
     else:
-        result = train_mode(config, TrainingMode.parse(job), data.client_images, data, job)
-    return {"job": job, "torch_threads": torch.get_num_threads(), "result": result.to_dict()}
+        result = train_mode(config, TrainingMode.parse(job), data.client_images, data, job, backend)
+    return {
+        "job": job,
+        "backend": backend.name,
+        "torch_threads": torch.get_num_threads(),
+        "result": result.to_dict(),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,12 +344,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="benchmark configuration JSON")
     parser.add_argument("--job", required=True, help="lw, prog, e2e, random-init or centralised")
     parser.add_argument("--output", type=Path, required=True, help="where to write the job's JSON")
+    parser.add_argument(
+        "--backend", default=DEFAULT_BACKEND, help=f"training backend (default {DEFAULT_BACKEND})"
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="where the backend keeps what it builds (default: a temporary directory)"
+    )
     args = parser.parse_args(argv)
     try:
         config = BenchmarkConfig.from_dict(json.loads(args.config.read_text()))
         if args.job not in REFERENCE_JOBS:
             TrainingMode.parse(args.job)
-        output = run_job(config, args.job)
+        output = run_job(config, args.job, args.backend, args.cache)
     except LayerfedError as error:
         print(f"benchmark worker {args.job}: {error}", file=sys.stderr)
         return error.exit_code
