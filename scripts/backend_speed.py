@@ -4,7 +4,9 @@
     .venv/bin/python scripts/backend_speed.py                       # paper presets, every mode and stage
     .venv/bin/python scripts/backend_speed.py --models vit --modes lw --stages 1,6 --steps 6
 
-Every configuration (model, mode, stage, backend) runs in a fresh process, as the benchmark's workers do,
+``layerfed bench --backends torch,ort`` measures the same figures inside the federated schedule (every
+round, with evaluation); this script isolates one (model, mode, stage) at a time, which is quicker when
+profiling one configuration. Every configuration runs in a fresh process, as the benchmark's workers do,
 so that no figure includes what another configuration loaded or cached. In that process: one unmeasured
 round of one step (process start-up: kornia, the allocator, ONNX Runtime's environment), then a measured
 round of ``--steps`` steps with the benchmark's peak-memory meter around it (peak RSS minus the RSS just

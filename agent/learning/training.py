@@ -22,15 +22,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from agent.errors import ConfigurationError
+from agent.learning.local_epochs import resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
-from agent.learning.training_progress import (
-    TrainingHooks,
-    TrainingInterrupted,
-    TrainingProgress,
-    TrainingProgressError,
-    run_fingerprint,
-)
+from agent.learning.training_progress import TrainingHooks, run_fingerprint
 from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
 from models.spec import EncoderSpec
@@ -175,61 +170,27 @@ def train_client(
     )
     augment = SimCLRAugmentation(spec.image_channels, spec.image_size, config.minimum_crop_scale)
     criterion = contrastive_loss(config.temperature)
-    generator = torch.Generator().manual_seed(seed)
-    flops_per_sample = 0.0
-    losses: list[float] = []
-    samples_seen = 0
     fingerprint = run_fingerprint(config.digest(), stage, seed, images) if hooks else ""
     hooks = hooks or TrainingHooks()
-    resumed = hooks.resume_from
+    resumed = resume_point(hooks, fingerprint)
     if resumed is not None:
-        if resumed.run_fingerprint != fingerprint:
-            raise TrainingProgressError("the progress belongs to another run (recipe, stage, seed or data)")
         model.load_state_dict(resumed.model_state)
         optimizer.load_state_dict(resumed.optimizer_state)
-        generator.set_state(resumed.generator_state)
-        losses, samples_seen = list(resumed.losses), resumed.samples_seen
-        flops_per_sample = resumed.flops_per_sample
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if resumed is not None:
-            torch.set_rng_state(resumed.random_state)
-        for epoch in range(resumed.epoch if resumed else 0, config.local_epochs):
-            if resumed is not None and epoch == resumed.epoch:
-                order, first_start = resumed.order, resumed.next_batch_start
-            else:
-                order, first_start = torch.randperm(len(images), generator=generator), 0
-            for start in range(first_start, len(images), config.batch_size):
-                batch = images[order[start : start + config.batch_size]]
-                if len(batch) < 2:
-                    continue
-                if flops_per_sample == 0.0:
-                    with FlopCounterMode(display=False) as counter:
-                        loss = _step(trainer, optimizer, criterion, augment, batch)
-                    flops_per_sample = counter.get_total_flops() / len(batch)
-                else:
-                    loss = _step(trainer, optimizer, criterion, augment, batch)
-                losses.append(loss)
-                samples_seen += len(batch)
-                stop = hooks.should_stop()
-                if stop or (hooks.save is not None and hooks.should_save()):
-                    progress = TrainingProgress(
-                        run_fingerprint=fingerprint,
-                        epoch=epoch,
-                        next_batch_start=start + config.batch_size,
-                        order=order,
-                        model_state={name: tensor.clone() for name, tensor in model.state_dict().items()},
-                        optimizer_state=copy.deepcopy(optimizer.state_dict()),
-                        generator_state=generator.get_state(),
-                        random_state=torch.get_rng_state(),
-                        losses=tuple(losses),
-                        samples_seen=samples_seen,
-                        flops_per_sample=flops_per_sample,
-                    )
-                    if stop:
-                        raise TrainingInterrupted(progress)
-                    if hooks.save is not None:
-                        hooks.save(progress)
+
+    def step(batch: torch.Tensor, count_flops: bool) -> tuple[float, float]:
+        if not count_flops:
+            return _step(trainer, optimizer, criterion, augment, batch), 0.0
+        with FlopCounterMode(display=False) as counter:
+            loss = _step(trainer, optimizer, criterion, augment, batch)
+        return loss, counter.get_total_flops() / len(batch)
+
+    def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        model_state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+        return model_state, copy.deepcopy(optimizer.state_dict())
+
+    trained = run_local_epochs(
+        images, config.local_epochs, config.batch_size, seed, step, snapshot, hooks, fingerprint
+    )
     trained_state = extract_state(model)
     prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
     deltas = {
@@ -239,11 +200,11 @@ def train_client(
     }
     update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
     metrics = TrainingMetrics(
-        loss=sum(losses) / len(losses),
+        loss=sum(trained.losses) / len(trained.losses),
         samples=len(images),
-        steps=len(losses),
+        steps=len(trained.losses),
         seconds=time.perf_counter() - started,
-        flops=round(flops_per_sample * samples_seen),
+        flops=round(trained.flops_per_sample * trained.samples_seen),
         update_bytes=len(update.to_bytes()),
     )
     return ClientResult(update=update, metrics=metrics)

@@ -5,10 +5,10 @@ and train it with ``onnxruntime.training.api.Module`` and ``Optimizer`` (AdamW w
 learning rate, betas, eps and the recipe's weight decay). In ``lw`` from stage 2 on, the frozen stages run
 as a plain ``InferenceSession`` on the cached prefix model with the global state's tensors written in.
 
-The loop around the steps is :func:`agent.learning.training.train_client`'s, on purpose: the same
-shuffling generator, the same seeded global generator for the augmentations (the same
-:class:`SimCLRAugmentation`, in torch, on the input side), the same skipped one-image batch. So both
-backends train on the same views in the same order, which is what the parity test relies on, and the
+The loop around the steps is :func:`agent.learning.local_epochs.run_local_epochs`, the one the torch
+backend drives: the same shuffling generator, the same seeded global generator for the augmentations
+(the same :class:`SimCLRAugmentation`, in torch, on the input side), the same skipped one-image batch.
+So both backends train on the same views in the same order, which is what the parity test relies on, and the
 result is the same :class:`ClientResult`: deltas of exactly the exchanged tensors, read back from the
 checkpoint state (BatchNorm running statistics included), and the same metrics. FLOPs are counted as
 the torch backend counts them, on the same computation traced on torch's meta device (no memory, no
@@ -29,6 +29,7 @@ import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,12 +53,12 @@ from agent.learning.backends.onnx_runtime.graphs import (
     contrastive_loss_with_masks,
     contrastive_masks,
 )
+from agent.learning.local_epochs import resume_point, run_local_epochs
 from agent.learning.model_state import ModelState
 from agent.learning.modes import exchanged_prefixes, is_exchanged
 from agent.learning.training import ClientResult, StageTrainer, TrainingConfig, TrainingMetrics
 from agent.learning.training_progress import (
     TrainingHooks,
-    TrainingInterrupted,
     TrainingProgress,
     TrainingProgressError,
     run_fingerprint,
@@ -121,57 +122,20 @@ class OnnxRuntimeBackend:
             ).digest()
             fingerprint = run_fingerprint(backend_digest, stage, seed, images)
         hooks = hooks or TrainingHooks()
-        resumed = hooks.resume_from
-        if resumed is not None and resumed.run_fingerprint != fingerprint:
-            raise TrainingProgressError(
-                "the progress belongs to another run (backend, recipe, stage, seed or data)"
-            )
+        resumed = resume_point(hooks, fingerprint)
         session = _StageSession(artifacts, global_state, config.learning_rate, resumed)
         augment = SimCLRAugmentation(spec.image_channels, spec.image_size, config.minimum_crop_scale)
-        generator = torch.Generator().manual_seed(seed)
-        losses: list[float] = []
-        samples_seen = 0
-        flops_per_sample = 0.0
-        if resumed is not None:
-            generator.set_state(resumed.generator_state)
-            losses, samples_seen = list(resumed.losses), resumed.samples_seen
-            flops_per_sample = resumed.flops_per_sample
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if resumed is not None:
-                torch.set_rng_state(resumed.random_state)
-            for epoch in range(resumed.epoch if resumed else 0, config.local_epochs):
-                if resumed is not None and epoch == resumed.epoch:
-                    order, first_start = resumed.order, resumed.next_batch_start
-                else:
-                    order, first_start = torch.randperm(len(images), generator=generator), 0
-                for start in range(first_start, len(images), config.batch_size):
-                    batch = images[order[start : start + config.batch_size]]
-                    if len(batch) < 2:
-                        continue
-                    if flops_per_sample == 0.0:
-                        flops_per_sample = count_flops_per_sample(config, stage, len(batch))
-                    losses.append(session.step(torch.cat([augment(batch), augment(batch)]).numpy()))
-                    samples_seen += len(batch)
-                    stop = hooks.should_stop()
-                    if stop or (hooks.save is not None and hooks.should_save()):
-                        progress = TrainingProgress(
-                            run_fingerprint=fingerprint,
-                            epoch=epoch,
-                            next_batch_start=start + config.batch_size,
-                            order=order,
-                            model_state={},
-                            optimizer_state={CHECKPOINT_KEY: session.checkpoint_bytes()},
-                            generator_state=generator.get_state(),
-                            random_state=torch.get_rng_state(),
-                            losses=tuple(losses),
-                            samples_seen=samples_seen,
-                            flops_per_sample=flops_per_sample,
-                        )
-                        if stop:
-                            raise TrainingInterrupted(progress)
-                        if hooks.save is not None:
-                            hooks.save(progress)
+
+        def step(batch: torch.Tensor, count_flops: bool) -> tuple[float, float]:
+            flops = count_flops_per_sample(config, stage, len(batch)) if count_flops else 0.0
+            return session.step(torch.cat([augment(batch), augment(batch)]).numpy()), flops
+
+        def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            return {}, {CHECKPOINT_KEY: session.checkpoint_bytes()}
+
+        trained = run_local_epochs(
+            images, config.local_epochs, config.batch_size, seed, step, snapshot, hooks, fingerprint
+        )
         prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
         deltas: ModelState = {
             name: session.parameter(name) - global_state[name]
@@ -180,11 +144,11 @@ class OnnxRuntimeBackend:
         }
         update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
         metrics = TrainingMetrics(
-            loss=sum(losses) / len(losses),
+            loss=sum(trained.losses) / len(trained.losses),
             samples=len(images),
-            steps=len(losses),
+            steps=len(trained.losses),
             seconds=time.perf_counter() - started,
-            flops=round(flops_per_sample * samples_seen),
+            flops=round(trained.flops_per_sample * trained.samples_seen),
             update_bytes=len(update.to_bytes()),
         )
         return ClientResult(update=update, metrics=metrics)
