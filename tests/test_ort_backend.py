@@ -373,25 +373,24 @@ def test_the_demo_federation_agrees_on_every_model_with_ort(tmp_path: Path) -> N
 @pytest.mark.parametrize("architecture", ["resnet", "vit"])
 def test_the_frozen_prefix_runs_in_chunks_and_matches_torch(architecture: str, tmp_path: Path) -> None:
     """A batch larger than a chunk (and not a multiple of it) gives torch's frozen features, and the
-    same bytes as running the whole batch at once: chunking changes memory, not results."""
+    same values as running the whole batch at once: chunking changes memory, not results."""
     from agent.learning.backends.onnx_runtime.artifacts import ArtifactCache
     from agent.learning.backends.onnx_runtime.backend import PREFIX_CHUNK_VIEWS, _FrozenPrefixSession
-    from agent.learning.backends.onnx_runtime.graphs import PREFIX_INPUT
     from agent.learning.model_state import load_state
     from models.staged_model import StagedModel
 
+    assert set(PREFIX_CHUNK_VIEWS) == {"resnet", "vit"}
     config = config_for(architecture, TrainingMode.LAYER_WISE)
     state = initial_state(config)
     artifacts = ArtifactCache(tmp_path).artifacts(config, 2)
-    prefix = _FrozenPrefixSession(artifacts, state)
-    count = 2 * PREFIX_CHUNK_VIEWS + 5
-    views = images(count, seed=3).to(torch.float32) / 255
-    chunked = prefix.run(views.numpy())
-    (whole,) = prefix.session.run(None, {PREFIX_INPUT: views.numpy()})
-    assert chunked.shape[0] == count
-    assert torch.allclose(torch.from_numpy(chunked), torch.from_numpy(whole), rtol=1e-5, atol=1e-6)
+    chunk = 16
+    views = (images(2 * chunk + 5, seed=3).to(torch.float32) / 255).numpy()
+    chunked = torch.from_numpy(_FrozenPrefixSession(artifacts, state, chunk).run(views))
+    whole = torch.from_numpy(_FrozenPrefixSession(artifacts, state, None).run(views))
+    assert chunked.shape[0] == len(views)
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
     model = StagedModel(config.spec, config.federation_seed).eval()
     load_state(model, state)
     with torch.no_grad():
-        expected = model.hidden(views, 1)
-    assert torch.allclose(torch.from_numpy(chunked), expected, rtol=1e-4, atol=1e-5)
+        expected = model.hidden(torch.from_numpy(views), 1)
+    assert torch.allclose(chunked, expected, rtol=1e-4, atol=1e-5)

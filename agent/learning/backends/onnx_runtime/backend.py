@@ -65,15 +65,19 @@ from agent.learning.training_progress import (
 )
 from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
+from models.spec import Architecture
 from models.staged_model import StagedModel
 
-# The frozen prefix runs on this many views at a time. Nothing flows back through it and every view is
-# computed independently (BatchNorm is in inference mode, folded into its convolution), so chunking
-# changes no result, only how many intermediate activations exist at once. Measured with
-# scripts/backend_speed.py (paper presets, 1 thread, lw at the last stage, two runs each): ViT 278-280 MiB
-# and 0.95-1.08 s per step with chunks of 64 against 290-305 MiB and 1.11-1.30 s with the whole
-# batch of 512 views (32: 267 MiB but 1.47 s; 128: 283 MiB, 0.97 s); ResNet 129 against 141 MiB.
-PREFIX_CHUNK_VIEWS = 64
+# How many views the frozen prefix runs on at a time, per encoder family (None: the whole batch at once).
+# Nothing flows back through the prefix and every view is computed independently (BatchNorm is folded
+# into its convolution), so this changes how many activations exist at once, not the result (tested).
+# Measured with scripts/backend_speed.py (paper presets, 1 thread, ort, lw): a ViT block's intermediates
+# (4x-wide MLP, attention) are several times its output, so chunks of 64 of the 512 views lowered stage 6
+# from 290-305 to 278-280 MiB and 1.11-1.30 to 0.95-1.08 s per step (32: 267 MiB, 1.47 s; 128: 283 MiB,
+# 0.97 s). A ResNet stage's output is as large as its intermediates, and chunks only added copies and
+# heap fragmentation: stage 2 took 390 MiB in chunks of 64 against 236 MiB at once (312 MiB when the
+# chunks were copied into one preallocated array), at the same 0.76 s per step.
+PREFIX_CHUNK_VIEWS: dict[Architecture, int | None] = {"vit": 64, "resnet": None}
 CHECKPOINT_KEY = "onnxruntime_checkpoint"  # where the progress's optimizer_state keeps ORT's checkpoint
 SEVERITY_ERROR = 3
 
@@ -130,7 +134,13 @@ class OnnxRuntimeBackend:
             fingerprint = run_fingerprint(backend_digest, stage, seed, images)
         hooks = hooks or TrainingHooks()
         resumed = resume_point(hooks, fingerprint)
-        session = _StageSession(artifacts, global_state, config.learning_rate, resumed)
+        session = _StageSession(
+            artifacts,
+            global_state,
+            config.learning_rate,
+            resumed,
+            prefix_chunk_views=PREFIX_CHUNK_VIEWS[spec.architecture],
+        )
         augment = SimCLRAugmentation(spec.image_channels, spec.image_size, config.minimum_crop_scale)
 
         def step(batch: torch.Tensor, count_flops: bool) -> tuple[float, float]:
@@ -206,6 +216,7 @@ class _StageSession:
         global_state: Mapping[str, torch.Tensor],
         learning_rate: float,
         resumed: TrainingProgress | None,
+        prefix_chunk_views: int | None = None,
     ) -> None:
         if resumed is None:
             self.state = CheckpointState.load_checkpoint(str(artifacts.checkpoint))
@@ -222,7 +233,11 @@ class _StageSession:
         self.optimizer = Optimizer(str(artifacts.optimizer_model), self.module)
         self.optimizer.set_learning_rate(learning_rate)
         self.module.train()
-        self.prefix = _FrozenPrefixSession(artifacts, global_state) if artifacts.prefix_model else None
+        self.prefix = (
+            _FrozenPrefixSession(artifacts, global_state, prefix_chunk_views)
+            if artifacts.prefix_model
+            else None
+        )
         self._masks: dict[int, tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = {}
 
     def step(self, views: npt.NDArray[np.float32]) -> float:
@@ -280,8 +295,14 @@ class _FrozenPrefixSession:
     features of magnitude 2) unless graph optimizations were turned off.
     """
 
-    def __init__(self, artifacts: StageArtifacts, global_state: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        artifacts: StageArtifacts,
+        global_state: Mapping[str, torch.Tensor],
+        chunk_views: int | None = None,
+    ) -> None:
         assert artifacts.prefix_model is not None
+        self.chunk_views = chunk_views
         model = onnx.load(str(artifacts.prefix_model))
         for initializer in model.graph.initializer:
             array = _as_array(global_state[initializer.name])
@@ -291,9 +312,14 @@ class _FrozenPrefixSession:
         )
 
     def run(self, views: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The frozen stages' output for ``views``, computed :data:`PREFIX_CHUNK_VIEWS` views at a time."""
+        """The frozen stages' output for ``views``, ``chunk_views`` views at a time (see
+        :data:`PREFIX_CHUNK_VIEWS`)."""
+        chunk = self.chunk_views
+        if chunk is None or chunk >= len(views):
+            (hidden,) = self.session.run(None, {PREFIX_INPUT: views})
+            return np.asarray(hidden, dtype=np.float32)
         chunks = [
-            self.session.run(None, {PREFIX_INPUT: views[start : start + PREFIX_CHUNK_VIEWS]})[0]
-            for start in range(0, len(views), PREFIX_CHUNK_VIEWS)
+            self.session.run(None, {PREFIX_INPUT: views[start : start + chunk]})[0]
+            for start in range(0, len(views), chunk)
         ]
         return np.asarray(np.concatenate(chunks), dtype=np.float32)
