@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from agent.errors import ConfigurationError
-from agent.learning.local_epochs import resume_point, run_local_epochs
+from agent.learning.local_epochs import LocalTraining, resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
 from agent.learning.training_progress import TrainingHooks, run_fingerprint
@@ -154,12 +154,7 @@ def train_client(
     progress, and later resume it: the resumed run returns the same update bytes as an uninterrupted one
     (see :mod:`agent.learning.training_progress`). Without it, training runs to the end as it always has.
     """
-    if images.dtype != torch.uint8 or images.dim() != 4:
-        raise ConfigurationError(
-            f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
-        )
-    if len(images) < 2:
-        raise ConfigurationError(f"a client needs at least 2 images to train, has {len(images)}")
+    check_client_images(images)
     started = time.perf_counter()
     spec = config.spec
     model = StagedModel(spec, config.federation_seed)
@@ -191,17 +186,40 @@ def train_client(
     trained = run_local_epochs(
         images, config.local_epochs, config.batch_size, seed, step, snapshot, hooks, fingerprint
     )
-    trained_state = extract_state(model)
-    prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
+    return client_result(global_state, extract_state(model), stage, len(images), config, trained, started)
+
+
+def check_client_images(images: torch.Tensor) -> None:
+    """What every backend requires of a client's images: uint8 [N, C, H, W], at least two of them."""
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ConfigurationError(
+            f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+        )
+    if len(images) < 2:
+        raise ConfigurationError(f"a client needs at least 2 images to train, has {len(images)}")
+
+
+def client_result(
+    global_state: Mapping[str, torch.Tensor],
+    trained_state: Mapping[str, torch.Tensor],
+    stage: int,
+    samples: int,
+    config: TrainingConfig,
+    trained: LocalTraining,
+    started: float,
+) -> ClientResult:
+    """A backend's result: deltas of exactly the tensors the mode exchanges at ``stage`` (taken from
+    ``trained_state``, which may hold more), and the round's metrics (``started``: ``perf_counter``)."""
+    prefixes = exchanged_prefixes(config.mode, stage, config.spec.stages)
     deltas = {
         name: trained_state[name] - global_state[name]
         for name in trained_state
         if is_exchanged(name, prefixes)
     }
-    update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
+    update = ModelUpdate(mode=config.mode, stage=stage, samples=samples, deltas=deltas)
     metrics = TrainingMetrics(
         loss=sum(trained.losses) / len(trained.losses),
-        samples=len(images),
+        samples=samples,
         steps=len(trained.losses),
         seconds=time.perf_counter() - started,
         flops=round(trained.flops_per_sample * trained.samples_seen),

@@ -40,7 +40,6 @@ import torch
 from onnxruntime.training.api import CheckpointState, Module, Optimizer
 from torch.utils.flop_counter import FlopCounterMode
 
-from agent.errors import ConfigurationError
 from agent.learning.backends import ONNX_RUNTIME_BACKEND
 from agent.learning.backends.onnx_runtime.artifacts import (
     ArtifactCache,
@@ -54,16 +53,19 @@ from agent.learning.backends.onnx_runtime.graphs import (
     contrastive_masks,
 )
 from agent.learning.local_epochs import resume_point, run_local_epochs
-from agent.learning.model_state import ModelState
-from agent.learning.modes import exchanged_prefixes, is_exchanged
-from agent.learning.training import ClientResult, StageTrainer, TrainingConfig, TrainingMetrics
+from agent.learning.training import (
+    ClientResult,
+    StageTrainer,
+    TrainingConfig,
+    check_client_images,
+    client_result,
+)
 from agent.learning.training_progress import (
     TrainingHooks,
     TrainingProgress,
     TrainingProgressError,
     run_fingerprint,
 )
-from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
 from models.spec import Architecture
 from models.staged_model import StagedModel
@@ -115,12 +117,7 @@ class OnnxRuntimeBackend:
         *,
         hooks: TrainingHooks | None = None,
     ) -> ClientResult:
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ConfigurationError(
-                f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
-            )
-        if len(images) < 2:
-            raise ConfigurationError(f"a client needs at least 2 images to train, has {len(images)}")
+        check_client_images(images)
         started = time.perf_counter()
         spec = config.spec
         artifacts = self.cache.artifacts(config, stage)
@@ -153,22 +150,8 @@ class OnnxRuntimeBackend:
         trained = run_local_epochs(
             images, config.local_epochs, config.batch_size, seed, step, snapshot, hooks, fingerprint
         )
-        prefixes = exchanged_prefixes(config.mode, stage, spec.stages)
-        deltas: ModelState = {
-            name: session.parameter(name) - global_state[name]
-            for name in artifacts.trained_names
-            if is_exchanged(name, prefixes)
-        }
-        update = ModelUpdate(mode=config.mode, stage=stage, samples=len(images), deltas=deltas)
-        metrics = TrainingMetrics(
-            loss=sum(trained.losses) / len(trained.losses),
-            samples=len(images),
-            steps=len(trained.losses),
-            seconds=time.perf_counter() - started,
-            flops=round(trained.flops_per_sample * trained.samples_seen),
-            update_bytes=len(update.to_bytes()),
-        )
-        return ClientResult(update=update, metrics=metrics)
+        trained_state = {name: session.parameter(name) for name in artifacts.trained_names}
+        return client_result(global_state, trained_state, stage, len(images), config, trained, started)
 
 
 def count_flops_per_sample(config: TrainingConfig, stage: int, batch: int) -> float:
