@@ -66,6 +66,15 @@ class AgentCollector(Collector):
         for step, seconds in sorted(status.statistics.protocol_step_seconds.items()):
             steps.add_metric([step], seconds)
         yield steps
+        filtered = CounterMetricFamily(
+            "layerfed_filtered_updates",
+            "Peer updates the aggregation rule discarded, clipped or down-weighted, per peer and action",
+            labels=["peer", "action"],
+        )
+        for peer, actions in sorted(status.statistics.filtered_updates.items()):
+            for action, count in sorted(actions.items()):
+                filtered.add_metric([peer, action], count)
+        yield filtered
         for name, (attribute, documentation) in GAUGES.items():
             value = float(getattr(status, attribute))
             yield GaugeMetricFamily(f"layerfed_{name}", documentation, value=value)

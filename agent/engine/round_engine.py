@@ -30,7 +30,7 @@ from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
 from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
 from agent.learning.backends import TrainingBackend
-from agent.learning.merging import merge_updates
+from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, validate_update
@@ -235,14 +235,17 @@ class RoundEngine:
         if not checkpoint.merged_model_cid:
             base = self._model(base_cid)
             updates = [
-                update
+                (submission.participant, update)
                 for submission in self.ledger.submissions(state.number)
                 if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
                 is not None
             ]
             with self.statistics.measure("merge"):
-                merged = merge_updates(base, updates) if updates else base
+                aggregation = self.federation.config.aggregation
+                outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
+                merged = outcome.state
                 payload = encode_model(merged, self.federation.config)
+            self._report_decisions(state.number, outcome)
             with self.statistics.measure("pin"):
                 model_cid = self.store.put(payload)
             self._models[model_cid] = merged
@@ -269,6 +272,20 @@ class RoundEngine:
             )
         )
 
+    def _report_decisions(self, round_number: int, outcome: MergeOutcome) -> None:
+        """Log and count which peers' updates the aggregation rule discarded, clipped or down-weighted."""
+        for decision in outcome.decisions:
+            self.statistics.note_filtered(decision.label, decision.action)
+            log = logger.warning if decision.action == "discarded" else logger.info
+            log(
+                "round %d: %s %s the update of %s: %s",
+                round_number,
+                decision.rule,
+                decision.action,
+                decision.label,
+                decision.detail,
+            )
+
     def _compare_with_canonical(self, round_number: int, merged_cid: str) -> None:
         """The majority finalized the round before our attestation: check that we agree with it."""
         canonical = self.ledger.canonical_model(round_number)
@@ -291,7 +308,14 @@ class RoundEngine:
             with self.statistics.measure("verify"):
                 update = ModelUpdate.from_bytes(payload)
                 config = self.federation.config
-                validate_update(update, base, config.mode, state.stage, config.spec.stages)
+                validate_update(
+                    update,
+                    base,
+                    config.mode,
+                    state.stage,
+                    config.spec.stages,
+                    config.aggregation.maximum_samples,
+                )
                 if update.samples != samples:
                     raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples}")
             return update

@@ -32,6 +32,8 @@ class EngineStatistics:
     rejected_updates: int = 0
     transactions: int = 0
     gas_used: int = 0
+    # peer address -> action (discarded, clipped, weight_capped) -> how often the merge rule did it
+    filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextmanager
@@ -51,6 +53,12 @@ class EngineStatistics:
     def add(self, name: str, amount: int) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+
+    def note_filtered(self, peer: str, action: str) -> None:
+        """Count one decision of the aggregation rule about ``peer``'s update."""
+        with self._lock:
+            actions = self.filtered_updates.setdefault(peer, {})
+            actions[action] = actions.get(action, 0) + 1
 
     @property
     def protocol_seconds(self) -> float:
@@ -72,6 +80,7 @@ class EngineStatistics:
                 rejected_updates=self.rejected_updates,
                 transactions=self.transactions,
                 gas_used=self.gas_used,
+                filtered_updates={peer: dict(actions) for peer, actions in self.filtered_updates.items()},
             )
 
 
@@ -91,3 +100,4 @@ class StatisticsSnapshot:
     rejected_updates: int
     transactions: int
     gas_used: int
+    filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -4,19 +4,26 @@ Used by the benchmark and the tests: N clients train the current stage on their 
 participant's update is merged with :func:`merge_updates`, and the byte counts are those of the
 decentralised protocol: a peer uploads its own update once and downloads every other participant's
 update (there is no server to download a merged model from).
+
+An :class:`Adversary` may replace some clients' results before the merge (the benchmark's attacks, in
+:mod:`agent.benchmark.attacks`): attackers run through the same client step, and their updates through
+the same merge, as everyone else's.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from agent.errors import ConfigurationError
+from agent.learning.aggregation import Decision
 from agent.learning.backends import TrainingBackend
-from agent.learning.merging import merge_updates
+from agent.learning.merging import merge_round
 from agent.learning.model_state import ModelState, extract_state
 from agent.learning.training import ClientResult, TrainingConfig, train_client
 from models.seeding import derive_seed
@@ -57,6 +64,21 @@ class RoundRecord:
     upload_bytes: tuple[int, ...]
     download_bytes: tuple[int, ...]
     state: ModelState
+    decisions: tuple[Decision, ...] = ()
+    merge_seconds: float = 0.0
+
+
+class Adversary(Protocol):
+    """Replaces attackers' results with what they send instead (same order and length)."""
+
+    def tamper(
+        self, round_index: int, participants: tuple[int, ...], results: list[ClientResult]
+    ) -> list[ClientResult]: ...
+
+
+def client_label(client: int) -> str:
+    """How a simulated client is named in merge decisions."""
+    return f"client-{client}"
 
 
 def initial_state(config: TrainingConfig) -> ModelState:
@@ -80,11 +102,13 @@ def simulate(
     state: Mapping[str, torch.Tensor] | None = None,
     on_client_start: Callable[[int, int], None] | None = None,
     backend: TrainingBackend | None = None,
+    adversary: Adversary | None = None,
 ) -> Iterator[RoundRecord]:
     """Run every round of ``schedule`` and yield a record after each merge.
 
     ``on_client_start(round_index, client)`` is called before each client trains (the benchmark resets
-    its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``).
+    its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``);
+    ``adversary`` then replaces its clients' results; the merge uses the recipe's aggregation rule.
     """
     train = backend.train if backend is not None else train_client
     if schedule.stages != config.spec.stages:
@@ -103,7 +127,19 @@ def simulate(
                 on_client_start(round_index, client)
             seed = derive_seed(config.federation_seed, "train", round_index, client)
             results.append(train(current, stage, client_images[client], config, seed))
-        current = merge_updates(current, [result.update for result in results])
+        if adversary is not None:
+            results = adversary.tamper(round_index, participants, results)
+        started = time.perf_counter()
+        outcome = merge_round(
+            current,
+            [
+                (client_label(client), result.update)
+                for client, result in zip(participants, results, strict=True)
+            ],
+            config.aggregation,
+        )
+        merge_seconds = time.perf_counter() - started
+        current = outcome.state
         sizes = [result.metrics.update_bytes for result in results]
         yield RoundRecord(
             round_index=round_index,
@@ -113,4 +149,6 @@ def simulate(
             upload_bytes=tuple(sizes),
             download_bytes=tuple(sum(sizes) - own for own in sizes),
             state=current,
+            decisions=outcome.decisions,
+            merge_seconds=merge_seconds,
         )

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from agent.errors import ConfigurationError
+from agent.learning.aggregation import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.local_epochs import LocalTraining, resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
@@ -45,6 +46,7 @@ class TrainingConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.5
     minimum_crop_scale: float = 0.2
+    aggregation: AggregationConfig = DEFAULT_AGGREGATION
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -62,6 +64,10 @@ class TrainingConfig:
         values = asdict(self)
         values["spec"] = self.spec.to_dict()
         values["mode"] = self.mode.value
+        if self.aggregation == LEGACY_FEDAVG:  # recipes from before rules existed: same digest as then
+            del values["aggregation"]
+        else:
+            values["aggregation"] = self.aggregation.to_dict()
         return values
 
     @classmethod
@@ -75,6 +81,11 @@ class TrainingConfig:
         try:
             converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
             converted["mode"] = TrainingMode.parse(str(values["mode"]))
+            converted["aggregation"] = (
+                AggregationConfig.from_dict(dict(values["aggregation"]))
+                if "aggregation" in values
+                else LEGACY_FEDAVG
+            )
             return cls(**converted)
         except (KeyError, TypeError) as exc:
             raise ConfigurationError(f"training config is incomplete or malformed: {exc}") from exc

@@ -69,15 +69,17 @@ def validate_update(
     mode: TrainingMode,
     stage: int,
     stages: int,
+    maximum_samples: int = MAXIMUM_SAMPLES,
 ) -> None:
-    """Raise UpdateRejectedError unless ``update`` is exactly what ``mode`` exchanges at ``stage``."""
+    """Raise UpdateRejectedError unless ``update`` is exactly what ``mode`` exchanges at ``stage`` and
+    claims between 1 and ``maximum_samples`` (the recipe's limit) samples."""
     if update.mode is not mode or update.stage != stage:
         raise UpdateRejectedError(
             f"update is for mode {update.mode.value} stage {update.stage}, "
             f"expected {mode.value} stage {stage}"
         )
-    if not 0 < update.samples <= MAXIMUM_SAMPLES:
-        raise UpdateRejectedError(f"update claims {update.samples} samples")
+    if not 0 < update.samples <= maximum_samples:
+        raise UpdateRejectedError(f"update claims {update.samples} samples, the limit is {maximum_samples}")
     expected = expected_update_names(reference, mode, stage, stages)
     received = sorted(update.deltas)
     if received != expected:
