@@ -15,7 +15,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import LayerfedError
+from agent.errors import ConfigurationError, LayerfedError
+from agent.learning.aggregation.arguments import (
+    add_aggregation_arguments,
+    aggregation_from_arguments,
+    any_aggregation_argument,
+)
 
 Command = Callable[[argparse.Namespace], int]
 QUIET_LIBRARIES = ("transitions", "amqtt", "web3", "urllib3", "asyncio")
@@ -128,6 +133,7 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     deploy.add_argument(
         "--store-directory", type=Path, default=None, help="use a local content store instead"
     )
+    add_aggregation_arguments(deploy)
     deploy.set_defaults(handler=_deploy_contract)
 
 
@@ -137,8 +143,12 @@ def _deploy_contract(arguments: argparse.Namespace) -> int:
     from agent.commands.deploy import default_recipe, deploy_federation, load_recipe
     from agent.ports.content_store import ContentStore
 
+    if arguments.recipe and any_aggregation_argument(arguments):
+        raise ConfigurationError("give the aggregation rule in the recipe or as options, not both")
     config = (
-        load_recipe(arguments.recipe) if arguments.recipe else default_recipe(arguments.mode, arguments.seed)
+        load_recipe(arguments.recipe)
+        if arguments.recipe
+        else default_recipe(arguments.mode, arguments.seed, aggregation_from_arguments(arguments))
     )
     store: ContentStore = (
         LocalContentStore(arguments.store_directory)
@@ -184,6 +194,7 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--work-directory", type=Path, default=None, help="state and content (default: a temporary one)"
     )
     demo.add_argument("--json", type=Path, default=None, help="also write the report to this JSON file")
+    add_aggregation_arguments(demo)
     demo.set_defaults(handler=_run_demo)
 
 
@@ -201,6 +212,7 @@ def _run_demo(arguments: argparse.Namespace) -> int:
             mode=TrainingMode.parse(arguments.mode),
             seed=arguments.seed,
             backend=arguments.backend,
+            aggregation=aggregation_from_arguments(arguments),
         )
     print()
     for peer in report.peers:

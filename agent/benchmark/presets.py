@@ -25,13 +25,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from agent.benchmark.attacks import check_attack
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import ConfigurationError
+from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from agent.learning.modes import TrainingMode
 from models.spec import ARCHITECTURES, Architecture, EncoderSpec
 
-PRESET_NAMES: tuple[str, ...] = ("smoke", "paper")
+PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "robustness")
 DATASET_NAME = "fashion-mnist"
 
 
@@ -59,6 +61,10 @@ class BenchmarkConfig:
     threads: int | None = None
     dataset: str = DATASET_NAME
     backends: tuple[str, ...] = (DEFAULT_BACKEND,)
+    aggregation: AggregationConfig = DEFAULT_AGGREGATION
+    attack: str | None = None
+    attackers: int = 0
+    attack_scale: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
@@ -85,6 +91,7 @@ class BenchmarkConfig:
                 )
         if len(set(self.backends)) != len(self.backends):
             raise ConfigurationError(f"backends repeat: {', '.join(self.backends)}")
+        check_attack(self.attack, self.attackers, self.clients)
 
     @property
     def total_rounds(self) -> int:
@@ -95,6 +102,7 @@ class BenchmarkConfig:
         values["spec"] = self.spec.to_dict()
         values["modes"] = list(self.modes)
         values["backends"] = list(self.backends)
+        values["aggregation"] = self.aggregation.to_dict()
         return values
 
     @classmethod
@@ -103,6 +111,10 @@ class BenchmarkConfig:
         converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
         converted["modes"] = tuple(values["modes"])
         converted["backends"] = tuple(values.get("backends", (DEFAULT_BACKEND,)))
+        # results written before aggregation rules existed were merged with FedAvg
+        converted["aggregation"] = (
+            AggregationConfig.from_dict(values["aggregation"]) if "aggregation" in values else LEGACY_FEDAVG
+        )
         return cls(**converted)
 
 
@@ -153,6 +165,29 @@ def _paper(model: Architecture) -> BenchmarkConfig:
     )
 
 
+def _robustness(model: Architecture) -> BenchmarkConfig:
+    if model == "vit":
+        spec = EncoderSpec(
+            architecture="vit", stages=3, depth=3, embed_dim=96, attention_heads=3, patch_size=7
+        )
+    else:
+        spec = EncoderSpec(architecture="resnet", stages=3, widths=(16, 32, 64))
+    return BenchmarkConfig(
+        model=model,
+        preset="robustness",
+        spec=spec,
+        clients=5,
+        rounds_per_stage=2,
+        local_epochs=1,
+        batch_size=128,
+        train_limit=3000,
+        probe_limit=2000,
+        test_limit=2000,
+        modes=("lw",),
+        threads=1,
+    )
+
+
 def preset_config(model: str, preset: str) -> BenchmarkConfig:
     """The configuration of ``preset`` for ``model``; override fields with :func:`dataclasses.replace`."""
     if model not in ARCHITECTURES:
@@ -162,6 +197,8 @@ def preset_config(model: str, preset: str) -> BenchmarkConfig:
         return _smoke(architecture)
     if preset == "paper":
         return _paper(architecture)
+    if preset == "robustness":
+        return _robustness(architecture)
     raise ConfigurationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
 
 

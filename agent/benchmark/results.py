@@ -33,6 +33,8 @@ class RoundResult:
     wall_seconds: float
     seconds_per_step: float | None = None
     steps_per_client: float = 0.0
+    merge_seconds: float = 0.0
+    decisions: tuple[str, ...] = ()  # "client-4 discarded by multi_krum", one per decision of the merge
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class ModeResult:
                 **{
                     **record,
                     "client_peak_train_memory_bytes": tuple(record["client_peak_train_memory_bytes"]),
+                    "decisions": tuple(record.get("decisions", ())),
                 }
             )
             for record in values["rounds"]

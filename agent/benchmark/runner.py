@@ -23,13 +23,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from agent.benchmark import robustness
+from agent.benchmark.attacks import ATTACK_NAMES
 from agent.benchmark.plots import write_plots
 from agent.benchmark.presets import PRESET_NAMES, BenchmarkConfig, preset_config, with_overrides
 from agent.benchmark.report import compare_backends, compare_modes, render_markdown
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
 from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
-from agent.errors import BackendUnavailableError, LayerfedError
+from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError
+from agent.learning.aggregation.arguments import add_aggregation_arguments, aggregation_from_arguments
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND, unavailable_reason
 from models.spec import ARCHITECTURES
 
@@ -68,6 +71,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also train centralised SimCLR (e2e, all data on one client): a reference row, as costly as e2e",
     )
+    add_aggregation_arguments(parser)
+    attacks = parser.add_argument_group("attacks (a measurement tool: never part of an agent)")
+    attacks.add_argument("--attack", choices=ATTACK_NAMES, help="what the attackers send")
+    attacks.add_argument("--attackers", type=int, help="how many of the clients attack (the last ones)")
+    attacks.add_argument(
+        "--attack-scale", type=float, help="the attack's factor (defaults: sign-flip 10, scale 50, noise 10)"
+    )
+    attacks.add_argument(
+        "--robustness",
+        action="store_true",
+        help="run the grid of --aggregators x (no attack + --attacks) x --scenarios instead of the modes",
+    )
+    attacks.add_argument(
+        "--aggregators",
+        default=",".join(robustness.DEFAULT_AGGREGATORS),
+        help="robustness grid: aggregator variants (rule or rule+norm_bound)",
+    )
+    attacks.add_argument(
+        "--attacks", default=",".join(ATTACK_NAMES), help="robustness grid: attacks (default all)"
+    )
+    attacks.add_argument(
+        "--scenarios", default="1/5,2/7", help="robustness grid: ATTACKERS/CLIENTS pairs (default 1/5,2/7)"
+    )
+    attacks.add_argument("--parallel", type=int, default=1, help="robustness grid: worker processes at once")
 
 
 def split_list(text: str) -> tuple[str, ...]:
@@ -90,6 +117,10 @@ def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
         seed=args.seed,
         threads=args.threads,
         centralised=args.centralised or None,
+        aggregation=aggregation_from_arguments(args),
+        attack=args.attack,
+        attackers=args.attackers if args.attackers is not None else (1 if args.attack else None),
+        attack_scale=args.attack_scale,
     )
 
 
@@ -162,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_arguments(args)
     check_backends(config.backends)
     out: Path = args.out or Path("runs") / f"bench-{config.model}-{config.preset}"
+    if args.robustness:
+        return run_robustness(args, config, out)
     jobs_directory = out / "jobs"
     jobs_directory.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -202,6 +235,22 @@ def run(args: argparse.Namespace) -> int:
     plots = write_plots(results, out)
     print(markdown)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
+    return 0
+
+
+def run_robustness(args: argparse.Namespace, config: BenchmarkConfig, out: Path) -> int:
+    """The aggregator x attack grid (:mod:`agent.benchmark.robustness`)."""
+    if args.parallel < 1:
+        raise ConfigurationError(f"--parallel must be at least 1, not {args.parallel}")
+    cells = robustness.planned_cells(
+        split_list(args.aggregators), split_list(args.attacks), robustness.parse_scenarios(args.scenarios)
+    )
+    backend = config.backends[0]
+
+    def worker(config_path: Path, job: str, output: Path) -> dict[str, Any]:
+        return run_worker(config_path, job, output, backend)
+
+    robustness.run_grid(config, cells, out, args.parallel, worker)
     return 0
 
 

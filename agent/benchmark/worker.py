@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from agent.benchmark.attacks import Attack
 from agent.benchmark.memory import PeakMemoryMeter
 from agent.benchmark.presets import BenchmarkConfig
 from agent.benchmark.results import ModeResult, ReferenceAccuracy, RoundResult, StageResult
@@ -178,6 +179,8 @@ def summarise_round(
         wall_seconds=wall_seconds,
         seconds_per_step=median_or_none(step_seconds),
         steps_per_client=sum(metric.steps for metric in metrics) / count,
+        merge_seconds=record.merge_seconds,
+        decisions=tuple(f"{item.label} {item.action} by {item.rule}" for item in record.decisions),
     )
 
 
@@ -210,13 +213,31 @@ def train_mode(
         local_epochs=config.local_epochs,
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        aggregation=config.aggregation,
+    )
+    adversary = (
+        Attack(
+            config.attack,
+            config.attackers,
+            len(client_images),
+            config.attack_scale,
+            config.seed,
+            config.aggregation.maximum_samples,
+        )
+        if config.attack is not None
+        else None
     )
     schedule = Schedule(spec.stages, config.rounds_per_stage)
     warm_up(backend, training, schedule, client_images[0][: config.batch_size])
     timer = StepTimer(backend)
     tracker = ClientMemoryTracker(PeakMemoryMeter())
     records = simulate(
-        training, schedule, client_images, on_client_start=tracker.on_client_start, backend=timer
+        training,
+        schedule,
+        client_images,
+        on_client_start=tracker.on_client_start,
+        backend=timer,
+        adversary=adversary,
     )
     rounds: list[RoundResult] = []
     step_seconds: dict[int, list[float]] = {}

@@ -24,6 +24,7 @@ from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
 from agent.engine.statistics import StatisticsSnapshot
 from agent.errors import ConfigurationError
+from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.backends import DEFAULT_BACKEND, select_backend
 from agent.learning.evaluation import evaluate
 from agent.learning.model_file import decode_model
@@ -98,6 +99,7 @@ def run_demo(
     seed: int = 0,
     say: Callable[[str], None] = print,
     backend: str = DEFAULT_BACKEND,
+    aggregation: AggregationConfig = DEFAULT_AGGREGATION,
 ) -> DemoReport:
     """Run the federation to the end of its schedule and report what every peer ended with.
 
@@ -123,6 +125,7 @@ def run_demo(
         federation_seed=seed,
         local_epochs=preset.local_epochs,
         batch_size=preset.batch_size,
+        aggregation=aggregation,
     )
     with LocalFederation(
         config, peers=peers, rounds_per_stage=preset.rounds_per_stage, work_directory=work_directory
@@ -130,7 +133,8 @@ def run_demo(
         settings = federation.settings
         say(
             f"federation {federation.contract_address}: {peers} peers, {mode.value}, "
-            f"{settings.stages} stages x {settings.rounds_per_stage} rounds, {backend} backend"
+            f"{settings.stages} stages x {settings.rounds_per_stage} rounds, {backend} backend, "
+            f"merging with {aggregation.describe()}"
         )
         engines = [
             federation.engine(index, shard, backend=training_backend) for index, shard in enumerate(shards)

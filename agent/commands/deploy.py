@@ -14,6 +14,7 @@ from agent.adapters.ethereum_ledger import deploy_coordinator
 from agent.engine.federation import federation_settings
 from agent.errors import ConfigurationError
 from agent.identity import load_or_create_account
+from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.model_file import encode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
@@ -38,9 +39,14 @@ def load_recipe(path: Path) -> TrainingConfig:
         raise ConfigurationError(f"{path}: not valid JSON: {error}") from error
 
 
-def default_recipe(mode: str, seed: int) -> TrainingConfig:
-    """The default recipe: the 4-stage ResNet for 28 px grey images, default hyperparameters."""
-    return TrainingConfig(spec=EncoderSpec(), mode=TrainingMode.parse(mode), federation_seed=seed)
+def default_recipe(
+    mode: str, seed: int, aggregation: AggregationConfig = DEFAULT_AGGREGATION
+) -> TrainingConfig:
+    """The default recipe: the 4-stage ResNet for 28 px grey images, default hyperparameters, and the
+    robust default aggregation rule unless another is given."""
+    return TrainingConfig(
+        spec=EncoderSpec(), mode=TrainingMode.parse(mode), federation_seed=seed, aggregation=aggregation
+    )
 
 
 def deploy_federation(

@@ -39,6 +39,16 @@ def extract_features(
     return torch.cat(chunks)
 
 
+def usable_features(features: torch.Tensor) -> torch.Tensor:
+    """float64 features with NaN and infinities set to 0.
+
+    A federation an attacker destroyed yields NaN or astronomically large features; evaluating them must
+    report the damage (chance-level accuracy), not crash the benchmark: float64 keeps huge finite values
+    from overflowing in the probe's standardisation, and zeros carry no class information.
+    """
+    return torch.nan_to_num(features.to(torch.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def linear_probe_accuracy(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
@@ -48,10 +58,11 @@ def linear_probe_accuracy(
     weight_decay: float = 1e-4,
 ) -> float:
     """Multinomial logistic regression on standardised features, fitted with L-BFGS; test accuracy."""
+    train_features, test_features = usable_features(train_features), usable_features(test_features)
     mean = train_features.mean(dim=0, keepdim=True)
     scale = train_features.std(dim=0, keepdim=True).clamp_min(1e-6)
-    train_standard = (train_features - mean) / scale
-    test_standard = (test_features - mean) / scale
+    train_standard = ((train_features - mean) / scale).to(torch.float32)
+    test_standard = ((test_features - mean) / scale).to(torch.float32)
     classes = int(max(train_labels.max(), test_labels.max())) + 1
     weights = torch.zeros(train_standard.shape[1], classes, requires_grad=True)
     bias = torch.zeros(classes, requires_grad=True)
@@ -79,8 +90,8 @@ def knn_accuracy(
     temperature: float = 0.07,
 ) -> float:
     """Weighted kNN on cosine similarity: each of the k nearest votes with weight exp(similarity / T)."""
-    train_normal = functional.normalize(train_features, dim=1)
-    test_normal = functional.normalize(test_features, dim=1)
+    train_normal = functional.normalize(usable_features(train_features), dim=1).to(torch.float32)
+    test_normal = functional.normalize(usable_features(test_features), dim=1).to(torch.float32)
     classes = int(max(train_labels.max(), test_labels.max())) + 1
     correct = 0
     for start in range(0, len(test_normal), 1024):

@@ -8,7 +8,7 @@ float64, every product and sum is a separate element-wise float64 operation or a
 
 The pipeline is the same for every rule: claims become weights (:mod:`~agent.learning.aggregation.
 sample_weights`), updates are clipped if the recipe bounds norms (:mod:`~agent.learning.aggregation.
-norm_bound`), then the recipe's rule (:func:`~agent.learning.aggregation.build_rule`) combines them.
+norm_bound`), then the recipe's rule (:func:`~agent.learning.aggregation.rules.build_rule`) combines them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from agent.errors import UpdateRejectedError
-from agent.learning.aggregation import LEGACY_FEDAVG, AggregationConfig, Contribution, Decision, build_rule
+from agent.learning.aggregation.config import LEGACY_FEDAVG, AggregationConfig
+from agent.learning.aggregation.contribution import Contribution, Decision
 from agent.learning.aggregation.norm_bound import bound_norms
+from agent.learning.aggregation.rules import build_rule
 from agent.learning.aggregation.sample_weights import sample_weights
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate

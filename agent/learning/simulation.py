@@ -21,7 +21,7 @@ from typing import Protocol
 import torch
 
 from agent.errors import ConfigurationError
-from agent.learning.aggregation import Decision
+from agent.learning.aggregation.contribution import Decision
 from agent.learning.backends import TrainingBackend
 from agent.learning.merging import merge_round
 from agent.learning.model_state import ModelState, extract_state

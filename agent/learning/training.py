@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from agent.errors import ConfigurationError
-from agent.learning.aggregation import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
+from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.local_epochs import LocalTraining, resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
