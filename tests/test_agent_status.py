@@ -191,6 +191,24 @@ def test_status_works_with_no_agent_and_no_services(
     assert "available of" in output  # memory
 
 
+def test_status_names_the_peers_the_aggregation_rule_filtered(tmp_path: Path) -> None:
+    config = load_agent_config(write_config(tmp_path))
+    statistics = EngineStatistics()
+    attacker, honest = "0x" + "66" * 20, "0x" + "11" * 20
+    for _ in range(3):
+        statistics.note_filtered(attacker, "clipped")
+    statistics.note_filtered(attacker, "discarded")
+    statistics.note_filtered(honest, "weight_capped")
+    StatusFile(Path(config.agent.state_directory)).write(sample_status(statistics=statistics.snapshot()))
+    lines = status_report(config).render().splitlines()
+    filtered = [line.strip() for line in lines if "filtered 0x" in line]
+    # the most filtered peer first, its actions with their counts
+    assert filtered == [
+        f"filtered {attacker}: clipped 3x, discarded 1x",
+        f"filtered {honest}: weight_capped 1x",
+    ]
+
+
 def test_status_reports_a_running_agent_and_its_progress(tmp_path: Path) -> None:
     config = load_agent_config(write_config(tmp_path))
     state = Path(config.agent.state_directory)
@@ -206,6 +224,7 @@ def test_status_reports_a_running_agent_and_its_progress(tmp_path: Path) -> None
     assert "last update bafyupdate (640 samples)" in text
     assert "last merge: none yet this round" in text
     assert "resident memory" in text
+    assert "aggregation rule filtered nobody" in text
     StatusFile(state).write(sample_status(activity="stopped"))
     stopped = status_report(config)
     assert not stopped.running and "stopped cleanly" in stopped.render()

@@ -102,6 +102,17 @@ def _agent_lines(config: AgentConfig, now: float, report: StatusReport) -> list[
         f"uploaded {_megabytes(statistics.bytes_uploaded)}, "
         f"downloaded {_megabytes(statistics.bytes_downloaded)}",
         f"rejected {statistics.rejected_messages} messages and {statistics.rejected_updates} updates",
+        *_filtered_lines(statistics.filtered_updates),
+    ]
+
+
+def _filtered_lines(filtered: dict[str, dict[str, int]]) -> list[str]:
+    """Who the aggregation rule filtered since start: what an operator looks at first under attack."""
+    if not filtered:
+        return ["aggregation rule filtered nobody"]
+    return [
+        f"filtered {peer}: " + ", ".join(f"{action} {count}x" for action, count in sorted(actions.items()))
+        for peer, actions in sorted(filtered.items(), key=lambda item: -sum(item[1].values()))
     ]
 
 
