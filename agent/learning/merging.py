@@ -21,6 +21,7 @@ import torch
 
 from agent.errors import UpdateRejectedError
 from agent.learning.aggregation import LEGACY_FEDAVG, AggregationConfig, Contribution, Decision, build_rule
+from agent.learning.aggregation.config import WEIGHTED_RULES
 from agent.learning.aggregation.norm_bound import bound_norms
 from agent.learning.aggregation.sample_weights import sample_weights
 from agent.learning.model_state import ModelState
@@ -66,9 +67,12 @@ def merge_round(
         if sorted(update.deltas) != names:
             raise UpdateRejectedError("updates to merge hold different tensors")
     labels = [label for label, _ in ordered]
-    weights, decisions = sample_weights(
+    weights, capped = sample_weights(
         aggregation.sample_weighting, [update.samples for _, update in ordered], labels
     )
+    # A capped claim is news to an operator only where the weight counts: under an order statistic
+    # every honest peer with a larger shard than the median would be reported, every round, for nothing.
+    decisions = capped if aggregation.rule in WEIGHTED_RULES else []
     contributions = [
         Contribution(
             label=label,
