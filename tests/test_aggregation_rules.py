@@ -23,6 +23,9 @@ from agent.learning.aggregation.multi_krum import MultiKrum
 from agent.learning.aggregation.norm_bound import bound_norms
 from agent.learning.aggregation.sample_weights import sample_weights
 from agent.learning.aggregation.trimmed_mean import TrimmedMean
+from agent.learning.merging import merge_round
+from agent.learning.modes import TrainingMode
+from agent.learning.update import ModelUpdate
 
 Vector = list[float]
 
@@ -480,3 +483,81 @@ def test_rules_do_not_mutate_their_inputs(rule_name: str) -> None:
         for name, delta in contribution.deltas.items():
             assert torch.equal(delta, copy[name]), f"{rule_name} changed {contribution.label}'s {name}"
     assert contributions[3].weight == 10**6
+
+
+# --- the whole pipeline, as every peer runs it -----------------------------------------------------
+
+
+def reference_pipeline(
+    global_state: Mapping[str, torch.Tensor],
+    updates: Sequence[tuple[str, int, dict[str, torch.Tensor]]],
+    config: AggregationConfig,
+) -> dict[str, Vector]:
+    """Claims -> weights, then the norm bound, then the rule, each from its reference above."""
+    claims = [claim for _, claim, _ in updates]
+    if config.sample_weighting == "equal":
+        weights = [1.0] * len(claims)
+    elif config.sample_weighting == "claimed":
+        weights = [float(claim) for claim in claims]
+    else:
+        weights = [float(min(claim, statistics.median(claims))) for claim in claims]
+    contributions = [
+        Contribution(label, {name: delta.double() for name, delta in deltas.items()}, weight)
+        for (label, _, deltas), weight in zip(updates, weights, strict=True)
+    ]
+    if config.norm_bound is not None:
+        clipped, _ = reference_norm_bound(contributions, config.norm_bound)
+        contributions = [
+            Contribution(
+                c.label,
+                {name: torch.tensor(values, dtype=torch.float64) for name, values in vectors.items()},
+                c.weight,
+            )
+            for c, vectors in zip(contributions, clipped, strict=True)
+        ]
+    vectors, names = coordinates(contributions)
+    if config.rule == "fedavg":
+        delta = reference_weighted_mean(vectors, weights)
+    elif config.rule == "median":
+        delta = reference_median(vectors)
+    elif config.rule == "trimmed_mean":
+        delta = reference_trimmed_mean(vectors, config.trim_fraction)
+    else:
+        _, delta = reference_multi_krum(
+            vectors, weights, config.assumed_attacker_fraction, config.krum_selection
+        )
+    result: dict[str, Vector] = {}
+    offset = 0
+    for name in names:
+        size = global_state[name].numel()
+        base = [float(value) for value in global_state[name].reshape(-1).tolist()]
+        result[name] = [b + d for b, d in zip(base, delta[offset : offset + size], strict=True)]
+        offset += size
+    return result
+
+
+@pytest.mark.parametrize("weighting", ["claimed", "median_capped", "equal"])
+@pytest.mark.parametrize("norm_bound", [None, 2.0])
+@pytest.mark.parametrize("rule", RULE_NAMES)
+@pytest.mark.parametrize("count", [1, 4, 7])
+def test_merge_round_is_weights_then_norm_bound_then_the_rule(
+    rule: str, norm_bound: float | None, weighting: str, count: int
+) -> None:
+    config = AggregationConfig(rule=rule, norm_bound=norm_bound, sample_weighting=weighting)
+    generator = torch.Generator().manual_seed(80 + count)
+    shapes = SHAPES["several-tensors"]
+    global_state = {name: torch.randn(shape, generator=generator) for name, shape in shapes.items()}
+    updates = []
+    for index in range(count):
+        scale = 30.0 if index == count - 1 and count > 2 else 1.0  # one outlier, for the bound and Krum
+        deltas = {name: torch.randn(shape, generator=generator) * scale for name, shape in shapes.items()}
+        updates.append((f"peer-{index}", int(torch.randint(1, 1000, (1,), generator=generator)), deltas))
+    merged = merge_round(
+        global_state,
+        [(label, ModelUpdate(TrainingMode.LAYER_WISE, 1, claim, deltas)) for label, claim, deltas in updates],
+        config,
+    ).state
+    expected = reference_pipeline(global_state, updates, config)
+    for name, values in expected.items():
+        assert merged[name].dtype == torch.float32
+        assert merged[name].reshape(-1).tolist() == pytest.approx(values, rel=1e-6, abs=1e-6), name
