@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from agent.errors import UpdateRejectedError
-from agent.learning.aggregation.config import LEGACY_FEDAVG, AggregationConfig
+from agent.learning.aggregation.config import LEGACY_FEDAVG, WEIGHTED_RULES, AggregationConfig
 from agent.learning.aggregation.contribution import Contribution, Decision
 from agent.learning.aggregation.norm_bound import bound_norms
 from agent.learning.aggregation.rules import build_rule
@@ -68,9 +68,12 @@ def merge_round(
         if sorted(update.deltas) != names:
             raise UpdateRejectedError("updates to merge hold different tensors")
     labels = [label for label, _ in ordered]
-    weights, decisions = sample_weights(
+    weights, capped = sample_weights(
         aggregation.sample_weighting, [update.samples for _, update in ordered], labels
     )
+    # A capped claim is news to an operator only where the weight counts: under an order statistic
+    # every honest peer with a larger shard than the median would be reported, every round, for nothing.
+    decisions = capped if aggregation.rule in WEIGHTED_RULES else []
     contributions = [
         Contribution(
             label=label,

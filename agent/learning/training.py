@@ -82,7 +82,7 @@ class TrainingConfig:
             converted["spec"] = EncoderSpec.from_dict(dict(values["spec"]))
             converted["mode"] = TrainingMode.parse(str(values["mode"]))
             converted["aggregation"] = (
-                AggregationConfig.from_dict(dict(values["aggregation"]))
+                AggregationConfig.from_dict(values["aggregation"])
                 if "aggregation" in values
                 else LEGACY_FEDAVG
             )

@@ -12,6 +12,7 @@ entry out for exactly that rule, so the digests of federations deployed before k
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -20,6 +21,8 @@ from agent.errors import ConfigurationError
 
 RULE_NAMES: tuple[str, ...] = ("fedavg", "median", "trimmed_mean", "multi_krum")
 WEIGHTING_NAMES: tuple[str, ...] = ("claimed", "median_capped", "equal")
+WEIGHTED_RULES: tuple[str, ...] = ("fedavg", "multi_krum")
+"""The rules whose result a claimed sample count moves; ``median`` and ``trimmed_mean`` ignore weights."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,20 @@ class AggregationConfig:
     maximum_samples: int = 100_000
 
     def __post_init__(self) -> None:
+        # A recipe comes from JSON on chain: 3.0 where an int belongs, or true where a number belongs,
+        # must fail here, in every peer's recipe check, not later inside a merge.
+        for name in ("trim_fraction", "assumed_attacker_fraction", "norm_bound"):
+            value = getattr(self, name)
+            if value is None and name == "norm_bound":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigurationError(f"{name} must be a finite number, not {value!r}")
+        for name in ("krum_selection", "maximum_samples"):
+            value = getattr(self, name)
+            if value is None and name == "krum_selection":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigurationError(f"{name} must be an integer, not {value!r}")
         if self.rule not in RULE_NAMES:
             raise ConfigurationError(
                 f"unknown aggregation rule {self.rule!r}; choose from {', '.join(RULE_NAMES)}"
@@ -73,8 +90,11 @@ class AggregationConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AggregationConfig:
-        """Inverse of :meth:`to_dict`; unknown keys or wrong types raise ConfigurationError."""
+    def from_dict(cls, values: object) -> AggregationConfig:
+        """Inverse of :meth:`to_dict`; anything but a mapping, unknown keys or wrong types raise
+        ConfigurationError."""
+        if not isinstance(values, Mapping):
+            raise ConfigurationError(f"aggregation settings must be a mapping, not {values!r}")
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
