@@ -7,7 +7,7 @@ import torch
 
 from agent.errors import UpdateRejectedError
 from agent.learning.modes import TrainingMode
-from agent.learning.update import ModelUpdate, expected_update_names, validate_update
+from agent.learning.update import ModelUpdate, capped_claim, expected_update_names, validate_update
 
 REFERENCE = {
     "stages.0.weight": torch.zeros(4, 3),
@@ -89,3 +89,12 @@ def test_foreign_format_is_rejected() -> None:
     payload = encode_tensors({"x": torch.zeros(1)}, {"format": "something-else"})
     with pytest.raises(UpdateRejectedError, match="format"):
         ModelUpdate.from_bytes(payload)
+
+
+def test_a_claim_above_the_recipes_limit_is_capped_to_it() -> None:
+    update = ModelUpdate(
+        mode=TrainingMode.LAYER_WISE, stage=2, samples=250_000, deltas={"stages.1.weight": torch.ones(2)}
+    )
+    capped = capped_claim(update, 100_000)
+    assert capped.samples == 100_000 and capped.deltas is update.deltas
+    assert capped_claim(capped, 100_000) is capped

@@ -33,7 +33,7 @@ from agent.learning.backends import TrainingBackend
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
-from agent.learning.update import ModelUpdate, validate_update
+from agent.learning.update import ModelUpdate, capped_claim, validate_update
 from agent.ports.content_store import ContentStore
 from agent.ports.ledger import Ledger, RoundPhase, RoundState
 from agent.ports.message_bus import MessageBus
@@ -189,11 +189,12 @@ class RoundEngine:
             if result is None:  # stopped mid-training: the step is saved, the next start continues it
                 return
             self.statistics.add("updates_trained", 1)
-            payload = result.update.to_bytes()
+            update = capped_claim(result.update, self.federation.config.aggregation.maximum_samples)
+            payload = update.to_bytes()
             with self.statistics.measure("pin"):
                 cid = self.store.put(payload)
             self.statistics.add("bytes_uploaded", len(payload))
-            checkpoint = checkpoint.with_update(cid, result.update.samples)
+            checkpoint = checkpoint.with_update(cid, update.samples)
             self.checkpoints.save(checkpoint)
             self.training.discard()
             logger.info(

@@ -55,6 +55,17 @@ class ModelUpdate:
         return cls(mode=mode, stage=stage, samples=samples, deltas=tensors)
 
 
+def capped_claim(update: ModelUpdate, maximum_samples: int) -> ModelUpdate:
+    """``update`` claiming at most the recipe's ``maximum_samples``.
+
+    A device with more images than the limit would otherwise have its update rejected by every peer,
+    itself included; claiming the limit keeps its work in the merge at the largest weight allowed.
+    """
+    if update.samples <= maximum_samples:
+        return update
+    return ModelUpdate(mode=update.mode, stage=update.stage, samples=maximum_samples, deltas=update.deltas)
+
+
 def expected_update_names(
     reference: Mapping[str, torch.Tensor], mode: TrainingMode, stage: int, stages: int
 ) -> list[str]:
