@@ -30,9 +30,10 @@ from agent.commands.agent_status import (
     resident_memory_bytes,
 )
 from agent.commands.metrics import MetricsServer
-from agent.commands.status import EXIT_NOT_RUNNING, status_report
+from agent.commands.status import status_report
 from agent.engine.checkpoint import Checkpoint, CheckpointFile
 from agent.engine.statistics import EngineStatistics
+from agent.errors import EXIT_NOT_RUNNING
 
 CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 

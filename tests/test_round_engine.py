@@ -17,7 +17,7 @@ from eth_account import Account
 
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions
-from agent.errors import LedgerError
+from agent.errors import ContractRevertError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
@@ -232,6 +232,41 @@ def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
     assert restarted.statistics.snapshot().updates_trained == 2, "round 1 must not be trained again"
     first_round = federation.observer.submissions(1)
     assert pinned_cid in {submission.update_cid for submission in first_round}
+
+
+class RevertingLedger(CrashingLedger):
+    """Reads the round as the inner ledger does, but every read raises ``revert`` until ``stop`` is set."""
+
+    def __init__(self, inner: object, revert: ContractRevertError, stop: threading.Event) -> None:
+        super().__init__(inner)
+        self.revert = revert
+        self.stop = stop
+        self.reads = 0
+
+    def current_round(self) -> object:
+        self.reads += 1
+        if self.reads >= 3:
+            self.stop.set()
+        raise self.revert
+
+
+def test_a_revert_saying_the_round_moved_on_is_read_again(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0), EngineOptions(retry_seconds=0.01))
+    stop = threading.Event()
+    moved_on = ContractRevertError("refused", reason="CoordinatorRoundNotCurrent(1, 2)")
+    engine.ledger = RevertingLedger(engine.ledger, moved_on, stop)  # type: ignore[assignment]
+    assert engine.run(stop) == federation.genesis_cid
+    assert engine.ledger.reads == 3  # type: ignore[attr-defined]
+
+
+def test_any_other_revert_ends_the_engine_instead_of_being_retried(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0), EngineOptions(retry_seconds=0.01))
+    stop = threading.Event()
+    refused = ContractRevertError("refused", reason="CoordinatorNotAllowed(0x0)")
+    engine.ledger = RevertingLedger(engine.ledger, refused, stop)  # type: ignore[assignment]
+    with pytest.raises(ContractRevertError, match="refused"):
+        engine.run(stop)
+    assert engine.ledger.reads == 1  # type: ignore[attr-defined]
 
 
 def test_engine_options_keep_sane_defaults() -> None:

@@ -218,7 +218,9 @@ class Transactor:
                 raise self._translate(description, error) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _mined_revert(self, description: str, transaction: TxParams, receipt: TxReceipt) -> LedgerError:
+    def _mined_revert(
+        self, description: str, transaction: TxParams, receipt: TxReceipt
+    ) -> LedgerError | ContractRevertError:
         """The transaction was mined but reverted (the state changed after the estimate): replay it."""
         if receipt["gasUsed"] >= transaction.get("gas", 0):
             return LedgerError(f"{description}: ran out of gas ({receipt['gasUsed']})")
@@ -235,7 +237,7 @@ class Transactor:
             return self._translate(description, error)
         return ContractRevertError(f"{description}: reverted when mined", reason=None)
 
-    def _translate(self, description: str, error: Exception) -> LedgerError:
+    def _translate(self, description: str, error: Exception) -> LedgerError | ContractRevertError:
         if _is_revert(error):
             reason = self._decoder.reason(error)
             return ContractRevertError(f"{description}: the contract refused: {reason}", reason=reason)

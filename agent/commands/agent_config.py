@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import urllib.parse
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,12 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError(f"{path}: agent.poll_seconds must be positive")
     if not config.federation.contract.startswith("0x") or len(config.federation.contract) != 42:
         raise ConfigurationError(f"{path}: federation.contract must be a 0x-prefixed 20-byte address")
+    chain_url = urllib.parse.urlsplit(config.federation.chain_url)
+    if chain_url.scheme not in ("http", "https") or not chain_url.hostname:
+        raise ConfigurationError(
+            f"{path}: federation.chain_url must be an http:// or https:// URL such as "
+            f'"http://127.0.0.1:8545", not {config.federation.chain_url!r}'
+        )
     _check_agent_section(config)
 
 

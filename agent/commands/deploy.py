@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.adapters.ethereum_ledger import deploy_coordinator
+from agent.adapters.ipfs_store import IpfsContentStore
+from agent.adapters.local_store import LocalContentStore
 from agent.engine.federation import federation_settings
 from agent.errors import ConfigurationError
 from agent.identity import load_or_create_account
@@ -36,6 +38,13 @@ def load_recipe(path: Path) -> TrainingConfig:
         raise ConfigurationError(f"{path}: cannot read the recipe: {error.strerror}") from error
     except ValueError as error:
         raise ConfigurationError(f"{path}: not valid JSON: {error}") from error
+
+
+def select_store(ipfs_address: str, directory: Path | None) -> ContentStore:
+    """Where the genesis model goes: a local content directory when one is given, else the IPFS node."""
+    if directory is not None:
+        return LocalContentStore(directory)
+    return IpfsContentStore(ipfs_address)
 
 
 def default_recipe(mode: str, seed: int) -> TrainingConfig:

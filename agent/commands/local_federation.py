@@ -150,16 +150,24 @@ class LocalFederation:
 
     @staticmethod
     def start(
-        engines: list[RoundEngine], stop: threading.Event
+        engines: list[RoundEngine],
+        stop: threading.Event,
+        failures: dict[int, Exception] | None = None,
     ) -> tuple[list[threading.Thread], dict[int, str]]:
-        """Run each engine in its own thread; the returned dict fills with each peer's final model CID."""
+        """Run each engine in its own thread; the returned dict fills with each peer's final model CID.
+
+        A peer that fails is logged, and its exception goes into ``failures`` (when given), so the caller
+        can end with that error's exit code instead of guessing one.
+        """
         results: dict[int, str] = {}
 
         def run(index: int, engine: RoundEngine) -> None:
             try:
                 results[index] = engine.run(stop)
-            except Exception:
+            except Exception as failure:  # deliberate: a peer's thread must report, never vanish
                 logger.exception("peer %d failed", index)
+                if failures is not None:
+                    failures[index] = failure
 
         threads = [
             threading.Thread(target=run, args=(index, engine), name=f"peer-{index}", daemon=True)

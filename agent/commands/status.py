@@ -33,7 +33,6 @@ from agent.errors import ConfigurationError, LayerfedError
 from agent.protocol.messages import Presence, decode
 from agent.protocol.topics import FederationTopics
 
-EXIT_NOT_RUNNING = 3  # as `systemctl status` and LSB init scripts say "not running"
 CHAIN_TIMEOUT_SECONDS = 5.0
 BROKER_TIMEOUT_SECONDS = 3.0
 RETAINED_WAIT_SECONDS = 1.0

@@ -28,7 +28,13 @@ from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
-from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
+from agent.errors import (
+    ContentMismatchError,
+    ContractRevertError,
+    LayerfedError,
+    NetworkError,
+    UpdateRejectedError,
+)
 from agent.learning.backends import TrainingBackend
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
@@ -53,6 +59,10 @@ ROUND_OVER_REASONS = (
     "CoordinatorAttestationClosed",
     "CoordinatorTrainingComplete",
 )
+
+# Reverts that mean the chain moved on between reading its state and acting on it (another peer closed the
+# round, or the chain's clock is behind ours): read the state again. Every other revert ends the engine.
+STATE_MOVED_ON_REASONS = (*ROUND_OVER_REASONS, "CoordinatorRoundClosed", "CoordinatorRoundNotExpired")
 
 
 @dataclass(frozen=True)
@@ -124,6 +134,10 @@ class RoundEngine:
                 if not self._act(state):
                     self._wait(stop)
             except (NetworkError, ContractRevertError) as failure:
+                if isinstance(failure, ContractRevertError) and not (failure.reason or "").startswith(
+                    STATE_MOVED_ON_REASONS
+                ):
+                    raise
                 logger.warning(
                     "%s: %s; retrying in %.1f s", self.account.address, failure, self.options.retry_seconds
                 )
@@ -319,7 +333,7 @@ class RoundEngine:
                 if update.samples != samples:
                     raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples}")
             return update
-        except (UpdateRejectedError, NetworkError) as rejection:
+        except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
             logger.warning("round %d: left out update %s: %s", state.number, cid, rejection)
             return None
