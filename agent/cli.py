@@ -71,9 +71,9 @@ def _add_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _init_key(arguments: argparse.Namespace) -> int:
-    from agent.identity import load_or_create_account
+    from agent.commands.run_agent import init_key
 
-    print(load_or_create_account(arguments.key_file).address)
+    print(init_key(arguments.key_file))
     return 0
 
 
@@ -235,9 +235,9 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_bench(arguments: argparse.Namespace) -> int:
-    from agent.benchmark import runner
+    from agent.commands.bench import run_bench
 
-    return runner.main(arguments.forwarded, prog="layerfed bench")
+    return run_bench(arguments.forwarded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import pytest
 import torch
 from eth_account import Account
 
+from agent.adapters.account_identity import AccountIdentity
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions
 from agent.errors import ContractRevertError, LedgerError
@@ -144,9 +145,9 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFede
 
 def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> None:
     engine = federation.engine(0, shard(0))
-    member = federation.accounts[1]
-    federation.ledger(member).register()
-    stranger = Account.create()
+    member = AccountIdentity(federation.accounts[1])
+    federation.ledger(member.account).register()
+    stranger = AccountIdentity(Account.create())
     announcement = UpdateAnnounced(
         federation=federation.federation_id,
         round=1,
@@ -291,4 +292,4 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
         stop.set()
         assert len(results) == 2 and late_results[0] == results[0] == results[1]
         assert late.statistics.snapshot().bytes_downloaded > 0
-        assert late.account.address in federation.observer.participants()
+        assert late.identity.address in federation.observer.participants()

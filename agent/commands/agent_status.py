@@ -80,7 +80,7 @@ def engine_status(engine: RoundEngine, started_at: float) -> AgentStatus:
     state = engine.round_state
     return AgentStatus(
         pid=os.getpid(),
-        address=engine.account.address,
+        address=engine.identity.address,
         federation=engine.federation_id,
         started_at=started_at,
         written_at=time.time(),

@@ -165,7 +165,7 @@ def run_demo(
     )
     snapshots = [engine.statistics.snapshot() for engine in engines]
     peer_reports = [
-        PeerReport(address=engine.account.address, final_model_cid=results[index], statistics=snapshot)
+        PeerReport(address=engine.identity.address, final_model_cid=results[index], statistics=snapshot)
         for index, (engine, snapshot) in enumerate(zip(engines, snapshots, strict=True))
     ]
     return DemoReport(

@@ -10,12 +10,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.adapters.account_identity import load_or_create_account
 from agent.adapters.ethereum_ledger import deploy_coordinator
 from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
 from agent.engine.federation import federation_settings
 from agent.errors import ConfigurationError
-from agent.identity import load_or_create_account
 from agent.learning.model_file import encode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state

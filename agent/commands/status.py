@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eth_account import Account
-
+from agent.adapters.account_identity import PERSONAL_SIGN, create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, RetryPolicy, connect_rpc
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
 from agent.commands.agent_config import AgentConfig
@@ -133,7 +132,7 @@ def _chain_lines(config: AgentConfig, now: float, report: StatusReport) -> list[
     block_time = int(block["timestamp"])
     lag = now - block_time
     ledger = EthereumLedger(
-        web3, federation.contract, Account.create(), retry_policy=RetryPolicy(attempts=1)
+        web3, federation.contract, create_account(), retry_policy=RetryPolicy(attempts=1)
     )  # reading needs no key: a throwaway account, so the operator need not read the device's key
     state = ledger.current_round()
     settings = ledger.settings()
@@ -170,7 +169,7 @@ def _retained_presence(config: AgentConfig) -> dict[str, str]:
 
     def receive(topic: str, payload: bytes) -> None:
         try:
-            message = decode(payload, federation=federation_id, topic=topic)
+            message = decode(payload, verifier=PERSONAL_SIGN, federation=federation_id, topic=topic)
         except LayerfedError:
             return
         if isinstance(message, Presence):

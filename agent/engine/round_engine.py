@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from eth_account.signers.local import LocalAccount
 
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
@@ -41,6 +40,7 @@ from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, validate_update
 from agent.ports.content_store import ContentStore
+from agent.ports.identity import Identity
 from agent.ports.ledger import Ledger, RoundPhase, RoundState
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
@@ -82,7 +82,7 @@ class RoundEngine:
     def __init__(
         self,
         *,
-        account: LocalAccount,
+        identity: Identity,
         ledger: Ledger,
         store: ContentStore,
         bus: MessageBus,
@@ -94,7 +94,7 @@ class RoundEngine:
         on_round_finished: Callable[[int, str], None] | None = None,
         backend: TrainingBackend | None = None,
     ) -> None:
-        self.account = account
+        self.identity = identity
         self.ledger = ledger
         self.store = store
         self.bus = bus
@@ -109,7 +109,9 @@ class RoundEngine:
         self._stop = threading.Event()
         self.on_round_finished = on_round_finished
         self.federation = Federation.load(ledger, store)
-        self.inbox = Inbox(bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics)
+        self.inbox = Inbox(
+            bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics, identity
+        )
         self._models: dict[str, ModelState] = {
             self.federation.settings.genesis_model_cid: self.federation.genesis
         }
@@ -139,13 +141,13 @@ class RoundEngine:
                 ):
                     raise
                 logger.warning(
-                    "%s: %s; retrying in %.1f s", self.account.address, failure, self.options.retry_seconds
+                    "%s: %s; retrying in %.1f s", self.identity.address, failure, self.options.retry_seconds
                 )
                 stop.wait(self.options.retry_seconds)
         return self.ledger.latest_canonical_model()
 
     def _join(self) -> None:
-        if self.ledger.is_participant(self.account.address):
+        if self.ledger.is_participant(self.identity.address):
             return
         with self.statistics.measure("transaction"):
             self._transact(self.ledger.register)
@@ -175,7 +177,7 @@ class RoundEngine:
     # ---------------------------------------------------------------------------------------- training
 
     def _has_submitted(self, round_number: int) -> bool:
-        me = self.account.address.lower()
+        me = self.identity.address.lower()
         return any(
             submission.participant.lower() == me for submission in self.ledger.submissions(round_number)
         )
@@ -186,7 +188,7 @@ class RoundEngine:
         if not checkpoint.update_cid:
             base = self._model(base_cid)
             seed = derive_seed(
-                self.federation.config.federation_seed, "train", state.number, self.account.address.lower()
+                self.federation.config.federation_seed, "train", state.number, self.identity.address.lower()
             )
             self.activity = "training"
             with self.statistics.measure("training"):
@@ -227,7 +229,7 @@ class RoundEngine:
             federation=self.federation_id,
             round=state.number,
             stage=state.stage,
-            participant=self.account.address,
+            participant=self.identity.address,
             cid=checkpoint.update_cid,
             samples=checkpoint.update_samples,
             sent_at=_now_milliseconds(),
@@ -280,7 +282,7 @@ class RoundEngine:
             ModelAttested(
                 federation=self.federation_id,
                 round=state.number,
-                participant=self.account.address,
+                participant=self.identity.address,
                 model_cid=checkpoint.merged_model_cid,
                 sent_at=_now_milliseconds(),
             )
@@ -399,7 +401,7 @@ class RoundEngine:
     def _publish(self, message: UpdateAnnounced | ModelAttested) -> None:
         with self.statistics.measure("announce"):
             try:
-                self.bus.publish(topic_of(message), encode(message, self.account))
+                self.bus.publish(topic_of(message), encode(message, self.identity))
             except NetworkError as failure:  # the chain already has it: peers will find it by polling
                 logger.warning("announcement not published: %s", failure)
 

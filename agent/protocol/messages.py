@@ -1,8 +1,8 @@
 """The signed messages peers exchange over the bus, and the one place their wire format is defined.
 
 A payload is one JSON object: the message's fields (the dataclass field names below are the JSON keys),
-plus ``schema_version``, ``kind`` and ``signature``. The signature is an EIP-191 ``personal_sign``
-signature (``eth_account`` ``encode_defunct`` + ``sign_message``) by the participant's Ethereum key over
+plus ``schema_version``, ``kind`` and ``signature``. The signature is made by the participant's
+:class:`agent.ports.identity.Signer` (EIP-191 ``personal_sign`` by its Ethereum key) over
 the *canonical JSON* of every other key: keys sorted, no spaces, ASCII only, no NaN. Canonical JSON makes
 the signed bytes a function of the content alone, so a receiver re-encodes what it parsed and checks the
 signature against that; key order or white space added in transit cannot break (or forge) a signature.
@@ -25,11 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, get_args, get_type_hints
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
-
 from agent.errors import MessageRejectedError
+from agent.ports.identity import SignatureVerifier, Signer
 from agent.protocol.topics import FederationTopics, is_valid_address, is_valid_federation_id
 
 SCHEMA_VERSION: Final = 1
@@ -134,31 +131,32 @@ def canonical_json(value: dict[str, Any]) -> bytes:
     ).encode("ascii")
 
 
-def encode(message: Message, account: LocalAccount) -> bytes:
-    """Sign ``message`` with ``account`` and return the payload to publish.
+def encode(message: Message, signer: Signer) -> bytes:
+    """Sign ``message`` with ``signer`` and return the payload to publish.
 
-    Raises ValueError when ``account`` is not ``message.participant``: a peer signs only as itself.
+    Raises ValueError when ``signer`` is not ``message.participant``: a peer signs only as itself.
     """
-    if account.address.lower() != message.participant.lower():
-        raise ValueError(f"account {account.address} cannot sign a message from {message.participant}")
+    if signer.address.lower() != message.participant.lower():
+        raise ValueError(f"account {signer.address} cannot sign a message from {message.participant}")
     body = _body_of(message)
-    signed = account.sign_message(encode_defunct(primitive=canonical_json(body)))
-    return canonical_json({**body, SIGNATURE_FIELD: "0x" + bytes(signed.signature).hex()})
+    return canonical_json({**body, SIGNATURE_FIELD: signer.sign(canonical_json(body))})
 
 
 def decode(
     payload: bytes,
     *,
+    verifier: SignatureVerifier,
     is_registered: Callable[[str], bool] | None = None,
     federation: str | None = None,
     topic: str | None = None,
 ) -> Message:
     """Parse and authenticate a payload; raise MessageRejectedError saying why when it is not acceptable.
 
-    Checks, in order: size, JSON, schema version, kind, fields and their types and values, signature,
-    signer equals the claimed participant, then the optional context: ``federation`` (the receiver's own
-    federation id), ``topic`` (the topic it arrived on must be the sender's own, see :func:`topic_of`) and
-    ``is_registered(signer_address)`` (the on-chain registry; its own exceptions propagate).
+    Checks, in order: size, JSON, schema version, kind, fields and their types and values, signature
+    (recovered by ``verifier``), signer equals the claimed participant, then the optional context:
+    ``federation`` (the receiver's own federation id), ``topic`` (the topic it arrived on must be the
+    sender's own, see :func:`topic_of`) and ``is_registered(signer_address)`` (the on-chain registry; its
+    own exceptions propagate).
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageRejectedError(
@@ -180,7 +178,7 @@ def decode(
         )
     signature = document.pop(SIGNATURE_FIELD, None)
     message = _build(message_type, document)
-    signer = _recover_signer(_body_of(message), signature)
+    signer = _recover_signer(verifier, _body_of(message), signature)
     if signer.lower() != message.participant.lower():
         raise MessageRejectedError(f"signed by {signer} but claims to come from {message.participant}")
     if federation is not None and message.federation != federation:
@@ -240,19 +238,12 @@ def _build(message_type: type[Message], document: dict[str, Any]) -> Message:
         raise MessageRejectedError(f"{message_type.KIND}: {exc}") from exc
 
 
-def _recover_signer(body: dict[str, Any], signature: object) -> str:
+def _recover_signer(verifier: SignatureVerifier, body: dict[str, Any], signature: object) -> str:
     if signature is None:
         raise MessageRejectedError(f"missing field {SIGNATURE_FIELD!r}")
     if not isinstance(signature, str) or _SIGNATURE_PATTERN.fullmatch(signature) is None:
         raise MessageRejectedError(f"field {SIGNATURE_FIELD!r} is not 0x and 130 hexadecimal digits")
-    try:
-        signer: str = Account.recover_message(
-            encode_defunct(primitive=canonical_json(body)), signature=bytes.fromhex(signature[2:])
-        )
-    # eth_keys raises its own BadSignature (not importable here) as well as ValueError for a bad v/r/s.
-    except Exception as exc:
-        raise MessageRejectedError(f"invalid signature: {exc}") from exc
-    return signer
+    return verifier.signer_of(canonical_json(body), signature)
 
 
 def _raise_for_invalid_fields(message: Message) -> None:
