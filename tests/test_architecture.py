@@ -61,6 +61,7 @@ PACKAGE_RULES: dict[str, Rule] = {
             "agent.errors",
             "models",
         ),
+        modules=("agent.atomic_file", "agent.retry_policy"),
     ),
     "agent.benchmark": Rule(
         packages=("agent.benchmark", "agent.learning", "agent.data", "agent.errors", "models")
@@ -75,6 +76,7 @@ PACKAGE_RULES: dict[str, Rule] = {
             "agent.errors",
             "models",
         ),
+        modules=("agent.atomic_file", "agent.retry_policy"),
     ),
     "agent.learning": Rule(packages=("agent.learning", "agent.errors", "models")),
     "agent.data": Rule(packages=("agent.data", "agent.errors")),
@@ -88,6 +90,7 @@ PACKAGE_RULES: dict[str, Rule] = {
             "agent.content_id",
             "coordinator_contract",
         ),
+        modules=("agent.atomic_file", "agent.retry_policy"),
         network=True,
     ),
     "models": Rule(packages=("models",)),
@@ -100,6 +103,8 @@ MODULE_RULES: dict[str, Rule] = {
     "agent.cli": Rule(packages=("agent.commands", "agent.errors"), modules=("agent",)),
     "agent.content_id": Rule(packages=("agent.errors",)),
     "agent.errors": Rule(),
+    "agent.atomic_file": Rule(),
+    "agent.retry_policy": Rule(),
 }
 
 

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import stat
-import tempfile
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from agent.atomic_file import write_atomically
 from agent.errors import ConfigurationError, MessageRejectedError
 
 __all__ = [
@@ -68,21 +67,14 @@ def _create(key_file: Path) -> None:
     account = Account.create()
     try:
         key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor, temporary_name = tempfile.mkstemp(dir=key_file.parent, prefix=f".{key_file.name}.")
     except OSError as error:
         raise ConfigurationError(f"cannot create the key file {key_file}: {error}") from error
+    text = account.key.hex().removeprefix("0x") + "\n"
     try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as handle:  # mkstemp opens it with mode 0600
-            handle.write(account.key.hex().removeprefix("0x") + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(temporary_name, key_file)
+        with contextlib.suppress(FileExistsError):  # another process created it meanwhile: that one wins
+            write_atomically(key_file, text.encode("ascii"), mode=0o600, replace=False)
     except OSError as error:
         raise ConfigurationError(f"cannot write the key file {key_file}: {error}") from error
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary_name)
 
 
 def _load(key_file: Path) -> LocalAccount:

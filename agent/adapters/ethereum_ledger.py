@@ -30,7 +30,7 @@ from multiformats import CID, multihash
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 
-from agent.adapters.ethereum_transactions import ContractCall, RetryPolicy, RevertDecoder, Transactor
+from agent.adapters.ethereum_transactions import ContractCall, RevertDecoder, Transactor
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.ports.ledger import (
     FederationSettings,
@@ -40,6 +40,7 @@ from agent.ports.ledger import (
     Submission,
     TrainingMode,
 )
+from agent.retry_policy import RetryPolicy
 from coordinator_contract.artifact import load_artifact
 
 DEFAULT_RETRY_POLICY = RetryPolicy()

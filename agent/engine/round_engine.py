@@ -44,6 +44,7 @@ from agent.ports.identity import Identity
 from agent.ports.ledger import Ledger, RoundPhase, RoundState
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
+from agent.retry_policy import RetryPolicy
 from models.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -256,6 +257,8 @@ class RoundEngine:
                 if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
                 is not None
             ]
+            if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
+                return
             with self.statistics.measure("merge"):
                 aggregation = self.federation.config.aggregation
                 outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
@@ -344,16 +347,13 @@ class RoundEngine:
         """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit."""
         if cid in self._prefetched:
             return self._prefetched[cid]
-        for attempt in range(1, self.options.fetch_attempts + 1):
-            try:
-                with self.statistics.measure("fetch"):
-                    payload = self.store.get(cid)
-                break
-            except NetworkError as failure:
-                if attempt == self.options.fetch_attempts:
-                    raise
-                logger.info("fetching %s failed (%s), attempt %d", cid, failure, attempt)
-                time.sleep(self.options.retry_seconds)
+
+        def fetch() -> bytes:
+            with self.statistics.measure("fetch"):
+                return self.store.get(cid)
+
+        policy = RetryPolicy(self.options.fetch_attempts, self.options.retry_seconds, backoff_factor=1.0)
+        payload = policy.call(fetch, retry_on=NetworkError, stop=self._stop, description=f"fetching {cid}")
         if len(payload) > self.options.maximum_update_bytes:
             raise UpdateRejectedError(
                 f"{cid} is {len(payload)} bytes, above the limit {self.options.maximum_update_bytes}"
