@@ -260,3 +260,29 @@ def test_good_agent_settings_load(tmp_path: Path) -> None:
     for limit in ("2G", "80%", "infinity", "123456789"):
         write_config(tmp_path, f'memory_limit = "{limit}"')
         assert load_agent_config(tmp_path / "agent.toml").agent.memory_limit == limit
+
+
+def test_presence_is_read_from_the_broker_until_every_participant_is_heard(tmp_path: Path) -> None:
+    """The wait ends on a condition (all participants heard), not a fixed sleep a loaded machine beats."""
+    from agent.adapters.account_identity import AccountIdentity, account_from_seed
+    from agent.adapters.embedded_broker import EmbeddedBroker
+    from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
+    from agent.commands import status
+    from agent.commands.presence import online_and_last_will
+
+    identity = AccountIdentity(account_from_seed(0, "peer-0"))
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        online, will = online_and_last_will(CONTRACT.lower(), identity)
+        settings = MqttSettings(host=broker.host, port=broker.port, protocol="3.1.1")
+        with MqttMessageBus(settings, last_will=will, connect_message=online):
+            path = tmp_path / "agent.toml"
+            path.write_text(
+                f'[federation]\ncontract = "{CONTRACT}"\nchain_url = "http://127.0.0.1:1"\n'
+                f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nprotocol = "3.1.1"\n'
+            )
+            heard = status._retained_presence(load_agent_config(path), {identity.address.lower()})
+        assert heard == {identity.address.lower(): "online"}
+    finally:
+        broker.stop()

@@ -337,14 +337,14 @@ def test_a_missing_tls_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
         MqttMessageBus(MqttSettings(tls_ca_file=tmp_path / "absent.pem"))
 
 
-def test_the_embedded_broker_starts_fast_stops_cleanly_and_restarts_on_its_port() -> None:
+def test_the_embedded_broker_accepts_clients_once_started_stops_and_restarts_on_its_port() -> None:
     embedded = EmbeddedBroker()
-    started = time.monotonic()
-    embedded.start()
+    embedded.start()  # returns once clients can connect, however loaded the machine
     embedded.start()  # idempotent
-    assert time.monotonic() - started < 2.0
     port = embedded.port
     assert embedded.is_running and port > 0
+    with MqttMessageBus(MqttSettings(host=embedded.host, port=port, protocol="3.1.1")) as client:
+        assert client.is_connected
     embedded.stop()
     embedded.stop()  # idempotent
     assert not embedded.is_running

@@ -59,6 +59,7 @@ def run_to_completion(federation: LocalFederation, timeout_seconds: float = 120.
     return results
 
 
+@pytest.mark.slow
 def test_every_peer_ends_with_the_same_model_and_the_chain_records_each_round(
     federation: LocalFederation,
 ) -> None:
@@ -87,6 +88,7 @@ def bad_update(kind: str, stage: int) -> bytes:
     return ModelUpdate(TINY.mode, stage, 16, deltas).to_bytes()
 
 
+@pytest.mark.slow
 def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path: Path) -> None:
     # Four participants, quorum four: the fourth submits a bad update every round and never attests.
     with LocalFederation(TINY, peers=4, rounds_per_stage=1, work_directory=tmp_path) as federation:
@@ -209,6 +211,7 @@ class CrashingLedger:
         self._inner.submit_update(round_number, update_cid, samples)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
     federation: LocalFederation,
 ) -> None:
@@ -276,6 +279,7 @@ def test_engine_options_keep_sane_defaults() -> None:
     assert options.maximum_update_bytes >= 64 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: Path) -> None:
     with LocalFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path, quorum=2) as federation:
         early = [federation.engine(index, shard(index)) for index in (0, 1)]

@@ -34,7 +34,7 @@ from agent.protocol.topics import FederationTopics
 
 CHAIN_TIMEOUT_SECONDS = 5.0
 BROKER_TIMEOUT_SECONDS = 3.0
-RETAINED_WAIT_SECONDS = 1.0
+RETAINED_WAIT_SECONDS = 5.0  # at most: the wait ends once every participant's presence has arrived
 
 
 @dataclass
@@ -153,7 +153,7 @@ def _peer_lines(config: AgentConfig, participants: tuple[str, ...] | None) -> li
         return ["unknown: the chain could not be read"]
     lines = [f"{len(participants)} participants registered on chain"]
     try:
-        presence = _retained_presence(config)
+        presence = _retained_presence(config, {participant.lower() for participant in participants})
     except LayerfedError as error:
         presence = {}
         lines.append(f"presence unknown: {error}")
@@ -161,11 +161,16 @@ def _peer_lines(config: AgentConfig, participants: tuple[str, ...] | None) -> li
     return lines
 
 
-def _retained_presence(config: AgentConfig) -> dict[str, str]:
-    """Each peer's retained, signed presence on the broker: address (lower case) -> online / offline."""
+def _retained_presence(config: AgentConfig, expected: set[str]) -> dict[str, str]:
+    """Each peer's retained, signed presence on the broker: address (lower case) -> online / offline.
+
+    MQTT marks no end of the retained messages, so the wait ends when every ``expected`` participant has
+    been heard, or after RETAINED_WAIT_SECONDS (a peer that never connected has no presence at all).
+    """
     federation_id = config.federation.identifier or config.federation.contract.lower()
     seen: dict[str, str] = {}
     lock = threading.Lock()
+    complete = threading.Event()
 
     def receive(topic: str, payload: bytes) -> None:
         try:
@@ -175,10 +180,12 @@ def _retained_presence(config: AgentConfig) -> dict[str, str]:
         if isinstance(message, Presence):
             with lock:
                 seen[message.participant.lower()] = message.status
+                if expected <= seen.keys():
+                    complete.set()
 
     with MqttMessageBus(_broker_settings(config)) as bus:
         bus.subscribe(FederationTopics(federation_id).all_presence(), receive)
-        time.sleep(RETAINED_WAIT_SECONDS)  # retained messages follow the subscription's acknowledgement
+        complete.wait(RETAINED_WAIT_SECONDS)  # retained messages follow the subscription's acknowledgement
     with lock:
         return dict(seen)
 
