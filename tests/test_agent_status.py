@@ -8,7 +8,6 @@ can. Configuration mistakes go through the real ``layerfed`` entry point in a su
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -34,37 +33,7 @@ from agent.commands.status import status_report
 from agent.engine.checkpoint import Checkpoint, CheckpointFile
 from agent.engine.statistics import EngineStatistics
 from agent.errors import EXIT_NOT_RUNNING
-
-CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def write_config(directory: Path, extra_agent_lines: str = "") -> Path:
-    path = directory / "agent.toml"
-    path.write_text(
-        f"""
-[federation]
-contract = "{CONTRACT}"
-chain_url = "http://127.0.0.1:{closed_port()}"
-
-[broker]
-port = {closed_port()}
-
-[agent]
-key_file = "{directory / "key"}"
-state_directory = "{directory / "state"}"
-{extra_agent_lines}
-"""
-    )
-    (directory / "state").mkdir(exist_ok=True)
-    return path
+from tests.services.loopback import CONTRACT, write_config
 
 
 def sample_status(**changes: object) -> AgentStatus:

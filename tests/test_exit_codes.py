@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import threading
 from pathlib import Path
 
@@ -40,37 +39,9 @@ from agent.errors import (
     RejectedInputError,
     WorkerFailedError,
 )
+from tests.services.loopback import CONTRACT, closed_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def agent_config(directory: Path, chain_url: str = "", agent_lines: str = "") -> Path:
-    path = directory / "agent.toml"
-    path.write_text(
-        f"""
-[federation]
-contract = "{CONTRACT}"
-chain_url = "{chain_url or f"http://127.0.0.1:{closed_port()}"}"
-
-[broker]
-port = {closed_port()}
-
-[agent]
-key_file = "{directory / "key"}"
-state_directory = "{directory / "state"}"
-{agent_lines}
-"""
-    )
-    return path
 
 
 def demo_report(*cids: str) -> DemoReport:
@@ -104,7 +75,7 @@ def test_success_is_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_status_of_a_stopped_agent_is_not_running(tmp_path: Path) -> None:
-    assert main(["status", "--config", str(agent_config(tmp_path))]) == EXIT_NOT_RUNNING
+    assert main(["status", "--config", str(write_config(tmp_path))]) == EXIT_NOT_RUNNING
 
 
 # ---------------------------------------------------------------------------------------------- 65
@@ -134,7 +105,7 @@ def test_an_uninstalled_backend_is_unavailable(
     monkeypatch.setattr(
         agent.commands.agent_config, "unavailable_reason", lambda name: f"{name} is not installed here"
     )
-    config = agent_config(tmp_path, agent_lines='backend = "ort"')
+    config = write_config(tmp_path, 'backend = "ort"')
     assert main(["agent", "run", "--config", str(config)]) == EXIT_UNAVAILABLE
     assert "agent.backend" in capsys.readouterr().err
 
@@ -212,7 +183,7 @@ def test_an_unreachable_chain_is_transient(tmp_path: Path, capsys: pytest.Captur
 def test_a_chain_url_without_a_scheme_is_a_configuration_mistake(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = agent_config(tmp_path, chain_url="127.0.0.1:8545")
+    config = write_config(tmp_path, chain_url="127.0.0.1:8545")
     assert main(["agent", "run", "--config", str(config)]) == EXIT_CONFIGURATION
     error = capsys.readouterr().err
     assert str(config) in error and "federation.chain_url" in error
