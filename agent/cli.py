@@ -1,8 +1,10 @@
 """The ``layerfed`` command line: parses arguments, calls one command, maps errors to exit codes.
 
-Nothing imports this module; it imports the engine and the commands. Every :class:`LayerfedError` ends
-the process with its own exit code and a one-line message, so systemd and scripts can tell a
-configuration mistake from a transient failure.
+Nothing imports this module, and it imports only the commands (and the error tree, whose codes it maps).
+Every :class:`LayerfedError` ends the process with its own exit code and a one-line message, so systemd
+and scripts can tell a configuration mistake from a transient failure; any other exception is a bug: it is
+logged with its traceback and ends the process with 70. Exit codes are :data:`agent.errors.EXIT_CODES`,
+the table the README documents.
 """
 
 from __future__ import annotations
@@ -15,14 +17,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agent import __version__
-from agent.errors import ConfigurationError, LayerfedError
-from agent.learning.aggregation.arguments import (
+from agent.commands.aggregation_options import (
     add_aggregation_arguments,
     aggregation_from_arguments,
     any_aggregation_argument,
 )
+from agent.errors import (
+    EXIT_BUG,
+    EXIT_CONFIGURATION,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_RUNNING,
+    EXIT_SUCCESS,
+    ConfigurationError,
+    LayerfedError,
+)
+
+logger = logging.getLogger("layerfed")
 
 Command = Callable[[argparse.Namespace], int]
+ARGPARSE_USAGE_EXIT = 2  # what argparse exits with on a bad command line; ours is EXIT_CONFIGURATION
 QUIET_LIBRARIES = ("transitions", "amqtt", "web3", "urllib3", "asyncio")
 
 
@@ -64,9 +77,9 @@ def _add_agent(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _init_key(arguments: argparse.Namespace) -> int:
-    from agent.identity import load_or_create_account
+    from agent.commands.run_agent import init_key
 
-    print(load_or_create_account(arguments.key_file).address)
+    print(init_key(arguments.key_file))
     return 0
 
 
@@ -78,7 +91,7 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "status",
         help="how this device's agent and its federation are doing (works when the agent is stopped)",
         description="Agent process, round and stage, last update and merge, peers, chain sync, disk, memory. "
-        "Exit code 0 when the agent is running, 3 when it is not.",
+        f"Exit code {EXIT_SUCCESS} when the agent is running, {EXIT_NOT_RUNNING} when it is not.",
     )
     status.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help=f"agent configuration (default {DEFAULT_CONFIG})"
@@ -88,11 +101,11 @@ def _add_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def _status(arguments: argparse.Namespace) -> int:
     from agent.commands.agent_config import load_agent_config
-    from agent.commands.status import EXIT_NOT_RUNNING, status_report
+    from agent.commands.status import status_report
 
     report = status_report(load_agent_config(arguments.config))
     print(report.render())
-    return 0 if report.running else EXIT_NOT_RUNNING
+    return EXIT_SUCCESS if report.running else EXIT_NOT_RUNNING
 
 
 def _run_agent(arguments: argparse.Namespace) -> int:
@@ -138,10 +151,7 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _deploy_contract(arguments: argparse.Namespace) -> int:
-    from agent.adapters.ipfs_store import IpfsContentStore
-    from agent.adapters.local_store import LocalContentStore
-    from agent.commands.deploy import default_recipe, deploy_federation, load_recipe
-    from agent.ports.content_store import ContentStore
+    from agent.commands.deploy import default_recipe, deploy_federation, load_recipe, select_store
 
     if arguments.recipe and any_aggregation_argument(arguments):
         raise ConfigurationError("give the aggregation rule in the recipe or as options, not both")
@@ -150,15 +160,10 @@ def _deploy_contract(arguments: argparse.Namespace) -> int:
         if arguments.recipe
         else default_recipe(arguments.mode, arguments.seed, aggregation_from_arguments(arguments))
     )
-    store: ContentStore = (
-        LocalContentStore(arguments.store_directory)
-        if arguments.store_directory
-        else IpfsContentStore(arguments.ipfs)
-    )
     deployment = deploy_federation(
         arguments.chain_url,
         arguments.key_file,
-        store,
+        select_store(arguments.ipfs, arguments.store_directory),
         config,
         rounds_per_stage=arguments.rounds_per_stage,
         quorum=arguments.quorum,
@@ -200,7 +205,6 @@ def _add_demo(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 def _run_demo(arguments: argparse.Namespace) -> int:
     from agent.commands.demo import run_demo
-    from agent.learning.modes import TrainingMode
 
     with tempfile.TemporaryDirectory(prefix="layerfed-demo-") as temporary:
         work_directory = arguments.work_directory or Path(temporary)
@@ -209,7 +213,7 @@ def _run_demo(arguments: argparse.Namespace) -> int:
             preset_name=arguments.preset,
             data_directory=arguments.data,
             work_directory=work_directory,
-            mode=TrainingMode.parse(arguments.mode),
+            mode=arguments.mode,
             seed=arguments.seed,
             backend=arguments.backend,
             aggregation=aggregation_from_arguments(arguments),
@@ -228,7 +232,10 @@ def _run_demo(arguments: argparse.Namespace) -> int:
     )
     if arguments.json is not None:
         arguments.json.write_text(report.to_json())
-    return 0 if identical else 1
+    if not identical:
+        print("layerfed: the peers ended with different models (a bug)", file=sys.stderr)
+        return EXIT_BUG
+    return EXIT_SUCCESS
 
 
 def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -241,12 +248,21 @@ def _add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _run_bench(arguments: argparse.Namespace) -> int:
-    from agent.benchmark import runner
+    from agent.commands.bench import run_bench
 
-    return runner.main(arguments.forwarded, prog="layerfed bench")
+    return run_bench(arguments.forwarded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except SystemExit as exited:  # argparse: --help and --version exit 0, a bad command line 2
+        if exited.code == ARGPARSE_USAGE_EXIT:
+            return EXIT_CONFIGURATION
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     arguments, remaining = parser.parse_known_args(argv)
     if arguments.command == "bench":
@@ -266,7 +282,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"layerfed: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception:  # deliberate: whatever no layer expected is a bug, reported as one
+        logger.exception("layerfed %s failed unexpectedly; please report this traceback", arguments.command)
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

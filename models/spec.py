@@ -11,7 +11,15 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from agent.errors import ConfigurationError
+
+class ModelSpecError(ValueError):
+    """A specification that names no buildable encoder.
+
+    ``models`` imports nothing of ``agent`` (``agent`` builds on ``models``, never the other way round), so
+    the layer that reads a specification from a user (``agent.learning.training.TrainingConfig.from_dict``)
+    turns this into its configuration error.
+    """
+
 
 Architecture = Literal["resnet", "vit"]
 ARCHITECTURES: tuple[Architecture, ...] = ("resnet", "vit")
@@ -45,26 +53,24 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
-            raise ConfigurationError(
-                f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}"
-            )
+            raise ModelSpecError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}")
         if self.stages < 1:
-            raise ConfigurationError(f"stages must be at least 1, not {self.stages}")
+            raise ModelSpecError(f"stages must be at least 1, not {self.stages}")
         if self.image_channels not in (1, 3):
-            raise ConfigurationError(f"image_channels must be 1 or 3, not {self.image_channels}")
+            raise ModelSpecError(f"image_channels must be 1 or 3, not {self.image_channels}")
         if self.architecture == "resnet" and len(self.widths) != self.stages:
-            raise ConfigurationError(
+            raise ModelSpecError(
                 f"resnet needs one width per stage: {len(self.widths)} widths for {self.stages} stages"
             )
         if self.architecture == "vit":
             if self.depth % self.stages != 0:
-                raise ConfigurationError(f"vit depth {self.depth} is not divisible into {self.stages} stages")
+                raise ModelSpecError(f"vit depth {self.depth} is not divisible into {self.stages} stages")
             if self.embed_dim % self.attention_heads != 0:
-                raise ConfigurationError(
+                raise ModelSpecError(
                     f"embed_dim {self.embed_dim} is not divisible by attention_heads {self.attention_heads}"
                 )
             if self.image_size % self.patch_size != 0:
-                raise ConfigurationError(
+                raise ModelSpecError(
                     f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
                 )
 
@@ -86,7 +92,7 @@ class EncoderSpec:
         known = {field.name for field in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ConfigurationError(f"unknown model spec keys: {', '.join(unknown)}")
+            raise ModelSpecError(f"unknown model spec keys: {', '.join(unknown)}")
         converted = dict(values)
         if "widths" in converted:
             converted["widths"] = tuple(converted["widths"])

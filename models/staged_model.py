@@ -16,7 +16,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
 from models.resnet import build_resnet_stage, pool_feature_map
-from models.seeding import derive_seed
+from models.seeding import derive_seed, seeded_global_generator
 from models.spec import EncoderSpec
 from models.vit import PatchEmbedding, VisionTransformerStage, pool_tokens
 
@@ -40,11 +40,9 @@ class StagedModel(nn.Module):
         stages: list[nn.Module] = []
         heads: list[nn.Module] = []
         for stage in range(1, spec.stages + 1):
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(federation_seed, "stage", stage))
+            with seeded_global_generator(derive_seed(federation_seed, "stage", stage)):
                 stages.append(_build_stage(spec, stage))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(federation_seed, "head", stage))
+            with seeded_global_generator(derive_seed(federation_seed, "head", stage)):
                 feature_dim = spec.feature_dim(stage)
                 heads.append(
                     SimCLRProjectionHead(

@@ -65,6 +65,10 @@ def test_a_good_file_loads_with_defaults_for_what_it_leaves_out(tmp_path: Path) 
         (('chain_url = "http://127.0.0.1:8545"', ""), "missing key federation.chain_url"),
         (("[data]", "[dataa]"), "unknown section [dataa]"),
         (("[broker]", "[broker"), "not valid TOML"),
+        (("port = 8883", "port = true"), "broker.port must be int, not bool True"),
+        (("port = 8883", "port = 8883.0"), "broker.port must be int, not float 8883.0"),
+        (("poll_seconds = 1.5", 'poll_seconds = "1.5"'), "agent.poll_seconds must be float, not str '1.5'"),
+        (("shard = 2", "shard = [2]"), "data.shard must be int, not list [2]"),
     ],
 )
 def test_a_mistake_names_the_file_and_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:

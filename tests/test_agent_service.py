@@ -23,6 +23,7 @@ from eth_account import Account
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent import content_id
+from agent.adapters.account_identity import load_or_create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, connect_rpc
 from agent.adapters.local_store import LocalContentStore
 from agent.commands.agent_config import load_agent_config
@@ -32,7 +33,6 @@ from agent.commands.status import status_report
 from agent.data.registry import load_dataset
 from agent.engine.checkpoint import CHECKPOINT_FILE
 from agent.engine.training_step import TRAINING_STEP_FILE
-from agent.identity import load_or_create_account
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig, train_client

@@ -8,7 +8,6 @@ can. Configuration mistakes go through the real ``layerfed`` entry point in a su
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,40 +29,11 @@ from agent.commands.agent_status import (
     resident_memory_bytes,
 )
 from agent.commands.metrics import MetricsServer
-from agent.commands.status import EXIT_NOT_RUNNING, status_report
+from agent.commands.status import status_report
 from agent.engine.checkpoint import Checkpoint, CheckpointFile
 from agent.engine.statistics import EngineStatistics
-
-CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, read, released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def write_config(directory: Path, extra_agent_lines: str = "") -> Path:
-    path = directory / "agent.toml"
-    path.write_text(
-        f"""
-[federation]
-contract = "{CONTRACT}"
-chain_url = "http://127.0.0.1:{closed_port()}"
-
-[broker]
-port = {closed_port()}
-
-[agent]
-key_file = "{directory / "key"}"
-state_directory = "{directory / "state"}"
-{extra_agent_lines}
-"""
-    )
-    (directory / "state").mkdir(exist_ok=True)
-    return path
+from agent.errors import EXIT_NOT_RUNNING
+from tests.services.loopback import CONTRACT, write_config
 
 
 def sample_status(**changes: object) -> AgentStatus:
@@ -278,3 +248,29 @@ def test_good_agent_settings_load(tmp_path: Path) -> None:
     for limit in ("2G", "80%", "infinity", "123456789"):
         write_config(tmp_path, f'memory_limit = "{limit}"')
         assert load_agent_config(tmp_path / "agent.toml").agent.memory_limit == limit
+
+
+def test_presence_is_read_from_the_broker_until_every_participant_is_heard(tmp_path: Path) -> None:
+    """The wait ends on a condition (all participants heard), not a fixed sleep a loaded machine beats."""
+    from agent.adapters.account_identity import AccountIdentity, account_from_seed
+    from agent.adapters.embedded_broker import EmbeddedBroker
+    from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
+    from agent.commands import status
+    from agent.commands.presence import online_and_last_will
+
+    identity = AccountIdentity(account_from_seed(0, "peer-0"))
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        online, will = online_and_last_will(CONTRACT.lower(), identity)
+        settings = MqttSettings(host=broker.host, port=broker.port, protocol="3.1.1")
+        with MqttMessageBus(settings, last_will=will, connect_message=online):
+            path = tmp_path / "agent.toml"
+            path.write_text(
+                f'[federation]\ncontract = "{CONTRACT}"\nchain_url = "http://127.0.0.1:1"\n'
+                f'[broker]\nhost = "{broker.host}"\nport = {broker.port}\nprotocol = "3.1.1"\n'
+            )
+            heard = status._retained_presence(load_agent_config(path), {identity.address.lower()})
+        assert heard == {identity.address.lower(): "online"}
+    finally:
+        broker.stop()

@@ -69,3 +69,28 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     output = capsys.readouterr().out
     for command in ("demo", "bench", "agent", "contract"):
         assert command in output
+
+
+def _final_cids(stdout: str) -> set[str]:
+    return {line.rsplit(" ", 1)[1] for line in stdout.splitlines() if ": final model " in line}
+
+
+@pytest.mark.slow
+def test_two_demo_runs_with_the_same_seed_print_the_same_final_model(tmp_path: Path) -> None:
+    """Peer keys, hence training seeds and the contract's address, derive from the federation seed."""
+    outputs = []
+    for run in range(2):
+        completed = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "demo", "--seed", "0", "--preset", "smoke", "--peers", "2"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=ROOT,
+            check=False,
+        )
+        assert completed.returncode == 0, f"run {run}: {completed.stderr[-3000:]}"
+        outputs.append(completed.stdout)
+    first, second = (_final_cids(output) for output in outputs)
+    assert len(first) == 1 and first == second
+    probe = [line for line in outputs[0].splitlines() if line.startswith("linear-probe accuracy")]
+    assert probe and probe == [line for line in outputs[1].splitlines() if line.startswith("linear-probe")]

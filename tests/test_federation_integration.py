@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from agent.adapters.account_identity import load_or_create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, connect_rpc
 from agent.adapters.ipfs_store import IpfsContentStore
 from agent.commands.deploy import deploy_federation
 from agent.engine.checkpoint import CHECKPOINT_FILE
-from agent.identity import load_or_create_account
 from agent.learning.modes import TrainingMode
 from agent.learning.training import TrainingConfig
 from models.spec import EncoderSpec

@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
 
+from agent.adapters.account_identity import PERSONAL_SIGN, AccountIdentity
 from agent.errors import ConfigurationError, MessageRejectedError
 from agent.protocol.messages import (
     MAX_PAYLOAD_BYTES,
@@ -27,12 +26,12 @@ from agent.protocol.replay_guard import Admission, ReplayGuard
 from agent.protocol.topics import FederationTopics
 
 # Fixed keys keep the tests deterministic (these accounts hold nothing on any chain).
-ALICE: LocalAccount = Account.from_key("0x" + "11" * 32)
-BOB: LocalAccount = Account.from_key("0x" + "22" * 32)
+ALICE = AccountIdentity(Account.from_key("0x" + "11" * 32))
+BOB = AccountIdentity(Account.from_key("0x" + "22" * 32))
 CID = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"
 
 
-def _update(account: LocalAccount = ALICE, **changes: Any) -> UpdateAnnounced:
+def _update(account: AccountIdentity = ALICE, **changes: Any) -> UpdateAnnounced:
     fields: dict[str, Any] = {
         "federation": "fed-1",
         "round": 3,
@@ -49,21 +48,20 @@ def _attestation(round_number: int = 3, model_cid: str = CID) -> ModelAttested:
     return ModelAttested("fed-1", round_number, ALICE.address, model_cid, 1_763_800_000_000)
 
 
-def _signed_document(message: Message, account: LocalAccount = ALICE) -> dict[str, Any]:
+def _signed_document(message: Message, account: AccountIdentity = ALICE) -> dict[str, Any]:
     document: dict[str, Any] = json.loads(encode(message, account))
     return document
 
 
-def _resign(document: dict[str, Any], account: LocalAccount) -> bytes:
+def _resign(document: dict[str, Any], account: AccountIdentity) -> bytes:
     """Sign ``document`` (any content) the way a sender would: a validly signed but unusual payload."""
     body = {key: value for key, value in document.items() if key != "signature"}
-    signed = account.sign_message(encode_defunct(primitive=canonical_json(body)))
-    return canonical_json({**body, "signature": "0x" + bytes(signed.signature).hex()})
+    return canonical_json({**body, "signature": account.sign(canonical_json(body))})
 
 
 def _rejection(payload: bytes, **context: Any) -> str:
     with pytest.raises(MessageRejectedError) as caught:
-        decode(payload, **context)
+        decode(payload, verifier=PERSONAL_SIGN, **context)
     return str(caught.value)
 
 
@@ -80,7 +78,14 @@ def _rejection(payload: bytes, **context: Any) -> str:
 def test_round_trip(message: Message) -> None:
     payload = encode(message, ALICE)
     assert (
-        decode(payload, topic=topic_of(message), federation="fed-1", is_registered=lambda _: True) == message
+        decode(
+            payload,
+            verifier=PERSONAL_SIGN,
+            topic=topic_of(message),
+            federation="fed-1",
+            is_registered=lambda _: True,
+        )
+        == message
     )
 
 
@@ -96,7 +101,7 @@ def test_payload_is_canonical_json_with_version_kind_and_signature() -> None:
 def test_key_order_and_spacing_in_transit_do_not_matter() -> None:
     document = _signed_document(_update())
     reordered = json.dumps(dict(reversed(list(document.items()))), indent=2).encode()
-    assert decode(reordered) == _update()
+    assert decode(reordered, verifier=PERSONAL_SIGN) == _update()
 
 
 def test_a_peer_signs_only_as_itself() -> None:
@@ -209,7 +214,9 @@ def test_the_registry_hook_sees_the_signer_and_can_reject_it() -> None:
     assert f"signer {ALICE.address} is not a registered participant" in _rejection(
         encode(_update(), ALICE), is_registered=is_registered
     )
-    assert decode(encode(_update(BOB), BOB), is_registered=is_registered) == _update(BOB)
+    assert decode(encode(_update(BOB), BOB), verifier=PERSONAL_SIGN, is_registered=is_registered) == _update(
+        BOB
+    )
     assert asked == [ALICE.address, BOB.address]
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agent.errors import ConfigurationError
 from models.augmentation import SimCLRAugmentation
-from models.spec import EncoderSpec
+from models.spec import EncoderSpec, ModelSpecError
 from models.staged_model import StagedModel, head_prefix, stage_prefix
 
 RESNET = EncoderSpec(architecture="resnet", stages=3, widths=(8, 16, 24), image_size=16)
@@ -79,14 +78,14 @@ def test_vit_stages_cost_the_same() -> None:
     ],
 )
 def test_bad_specs_are_refused(values: dict[str, object], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ModelSpecError, match=message):
         EncoderSpec(**values)  # type: ignore[arg-type]
 
 
 def test_spec_round_trips_through_a_dict_and_its_digest_is_stable() -> None:
     assert EncoderSpec.from_dict(VIT.to_dict()) == VIT
     assert VIT.digest() == EncoderSpec.from_dict(VIT.to_dict()).digest() != RESNET.digest()
-    with pytest.raises(ConfigurationError, match="unknown model spec keys: colour"):
+    with pytest.raises(ModelSpecError, match="unknown model spec keys: colour"):
         EncoderSpec.from_dict({"colour": "red"})
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import pytest
 from eth_account import Account
 
+from agent.adapters.account_identity import PERSONAL_SIGN, AccountIdentity
 from agent.adapters.embedded_broker import EmbeddedBroker
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
 from agent.errors import ConfigurationError, MessageBusError
@@ -204,7 +205,7 @@ def test_a_handler_cannot_close_the_bus_it_runs_on(broker: BrokerUnderTest) -> N
 
 
 def test_retained_presence_and_the_last_will_of_a_client_that_dies(broker: BrokerUnderTest) -> None:
-    account = Account.from_key("0x" + "33" * 32)
+    account = AccountIdentity(Account.from_key("0x" + "33" * 32))
     online = Presence("fed-1", account.address, ONLINE, 1_763_800_000_000)
     offline = Presence("fed-1", account.address, OFFLINE, 1_763_800_000_000)
     topic = topic_of(online)
@@ -216,18 +217,18 @@ def test_retained_presence_and_the_last_will_of_a_client_that_dies(broker: Broke
         )
         try:
             got_topic, payload = received.get(timeout=TIMEOUT_SECONDS)
-            assert (got_topic, decode(payload, topic=got_topic)) == (topic, online)
+            assert (got_topic, decode(payload, verifier=PERSONAL_SIGN, topic=got_topic)) == (topic, online)
             peer.send_signal(signal.SIGKILL)  # no DISCONNECT packet: the broker must publish the will
             peer.wait(TIMEOUT_SECONDS)
         finally:
             _end_process(peer)
         got_topic, payload = received.get(timeout=TIMEOUT_SECONDS)
-        assert (got_topic, decode(payload, topic=got_topic)) == (topic, offline)
+        assert (got_topic, decode(payload, verifier=PERSONAL_SIGN, topic=got_topic)) == (topic, offline)
     late_received, late_handler = _receiver()
     with MqttMessageBus(broker.settings()) as latecomer:
         latecomer.subscribe(topic, late_handler)
         got_topic, payload = late_received.get(timeout=TIMEOUT_SECONDS)  # retained: kept for later arrivals
-        assert decode(payload, topic=got_topic) == offline
+        assert decode(payload, verifier=PERSONAL_SIGN, topic=got_topic) == offline
 
 
 def test_after_a_broker_restart_the_client_reconnects_resubscribes_and_sends_its_queue(
@@ -336,14 +337,14 @@ def test_a_missing_tls_ca_file_is_a_configuration_error(tmp_path: Path) -> None:
         MqttMessageBus(MqttSettings(tls_ca_file=tmp_path / "absent.pem"))
 
 
-def test_the_embedded_broker_starts_fast_stops_cleanly_and_restarts_on_its_port() -> None:
+def test_the_embedded_broker_accepts_clients_once_started_stops_and_restarts_on_its_port() -> None:
     embedded = EmbeddedBroker()
-    started = time.monotonic()
-    embedded.start()
+    embedded.start()  # returns once clients can connect, however loaded the machine
     embedded.start()  # idempotent
-    assert time.monotonic() - started < 2.0
     port = embedded.port
     assert embedded.is_running and port > 0
+    with MqttMessageBus(MqttSettings(host=embedded.host, port=port, protocol="3.1.1")) as client:
+        assert client.is_connected
     embedded.stop()
     embedded.stop()  # idempotent
     assert not embedded.is_running
@@ -417,3 +418,20 @@ def test_tls_with_the_brokers_ca_connects_and_a_stranger_ca_is_refused(
         MqttMessageBus(broker.settings(tls_ca_file=stranger_ca))
     with pytest.raises(MessageBusError, match=mosquitto_with_tls.address):
         MqttMessageBus(broker.settings(connect_timeout_seconds=1.0))  # plain MQTT to a TLS listener
+
+
+def test_pahos_expected_not_connected_error_is_silent_at_the_default_level(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """paho logs it at ERROR between reconnect attempts and at the end of every demo: demoted, not shown."""
+    paho = logging.getLogger("agent.adapters.mqtt_bus.paho")
+    with caplog.at_level(logging.WARNING):
+        paho.error("Client is not connected. Socket: None).")
+        paho.error("a real paho failure")
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("ERROR", "a real paho failure")
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        paho.error("Client is not connected. Socket: None).")
+    assert [record.levelname for record in caplog.records] == ["DEBUG"]

@@ -139,7 +139,7 @@ def test_the_default_rule_keeps_the_model_and_reports_the_attacker(
     assert all(
         bool(torch.isfinite(tensor).all()) for tensor in run.final.values() if tensor.is_floating_point()
     )
-    honest_addresses = {engine.account.address for engine in run.honest_engines}
+    honest_addresses = {engine.identity.address for engine in run.honest_engines}
     for engine in run.honest_engines:
         filtered = engine.statistics.snapshot().filtered_updates
         assert filtered.get(run.attacker_address, {}).get("clipped", 0) >= ROUNDS, filtered

@@ -15,9 +15,10 @@ import pytest
 import torch
 from eth_account import Account
 
+from agent.adapters.account_identity import AccountIdentity
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions
-from agent.errors import LedgerError
+from agent.errors import ContractRevertError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
@@ -58,6 +59,7 @@ def run_to_completion(federation: LocalFederation, timeout_seconds: float = 120.
     return results
 
 
+@pytest.mark.slow
 def test_every_peer_ends_with_the_same_model_and_the_chain_records_each_round(
     federation: LocalFederation,
 ) -> None:
@@ -86,6 +88,7 @@ def bad_update(kind: str, stage: int) -> bytes:
     return ModelUpdate(TINY.mode, stage, 16, deltas).to_bytes()
 
 
+@pytest.mark.slow
 def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path: Path) -> None:
     # Four participants, quorum four: the fourth submits a bad update every round and never attests.
     with LocalFederation(TINY, peers=4, rounds_per_stage=1, work_directory=tmp_path) as federation:
@@ -144,9 +147,9 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFede
 
 def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> None:
     engine = federation.engine(0, shard(0))
-    member = federation.accounts[1]
-    federation.ledger(member).register()
-    stranger = Account.create()
+    member = AccountIdentity(federation.accounts[1])
+    federation.ledger(member.account).register()
+    stranger = AccountIdentity(Account.create())
     announcement = UpdateAnnounced(
         federation=federation.federation_id,
         round=1,
@@ -208,6 +211,7 @@ class CrashingLedger:
         self._inner.submit_update(round_number, update_cid, samples)  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow
 def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
     federation: LocalFederation,
 ) -> None:
@@ -234,12 +238,48 @@ def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
     assert pinned_cid in {submission.update_cid for submission in first_round}
 
 
+class RevertingLedger(CrashingLedger):
+    """Reads the round as the inner ledger does, but every read raises ``revert`` until ``stop`` is set."""
+
+    def __init__(self, inner: object, revert: ContractRevertError, stop: threading.Event) -> None:
+        super().__init__(inner)
+        self.revert = revert
+        self.stop = stop
+        self.reads = 0
+
+    def current_round(self) -> object:
+        self.reads += 1
+        if self.reads >= 3:
+            self.stop.set()
+        raise self.revert
+
+
+def test_a_revert_saying_the_round_moved_on_is_read_again(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0), EngineOptions(retry_seconds=0.01))
+    stop = threading.Event()
+    moved_on = ContractRevertError("refused", reason="CoordinatorRoundNotCurrent(1, 2)")
+    engine.ledger = RevertingLedger(engine.ledger, moved_on, stop)  # type: ignore[assignment]
+    assert engine.run(stop) == federation.genesis_cid
+    assert engine.ledger.reads == 3  # type: ignore[attr-defined]
+
+
+def test_any_other_revert_ends_the_engine_instead_of_being_retried(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0), EngineOptions(retry_seconds=0.01))
+    stop = threading.Event()
+    refused = ContractRevertError("refused", reason="CoordinatorNotAllowed(0x0)")
+    engine.ledger = RevertingLedger(engine.ledger, refused, stop)  # type: ignore[assignment]
+    with pytest.raises(ContractRevertError, match="refused"):
+        engine.run(stop)
+    assert engine.ledger.reads == 1  # type: ignore[attr-defined]
+
+
 def test_engine_options_keep_sane_defaults() -> None:
     options = EngineOptions()
     assert options.poll_seconds > 0 and options.fetch_attempts >= 1
     assert options.maximum_update_bytes >= 64 * 1024 * 1024
 
 
+@pytest.mark.slow
 def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: Path) -> None:
     with LocalFederation(TINY, peers=3, rounds_per_stage=1, work_directory=tmp_path, quorum=2) as federation:
         early = [federation.engine(index, shard(index)) for index in (0, 1)]
@@ -256,4 +296,4 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
         stop.set()
         assert len(results) == 2 and late_results[0] == results[0] == results[1]
         assert late.statistics.snapshot().bytes_downloaded > 0
-        assert late.account.address in federation.observer.participants()
+        assert late.identity.address in federation.observer.participants()

@@ -20,6 +20,7 @@ The contract's ABI comes from the artifact packaged with ``coordinator_contract`
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -29,7 +30,7 @@ from multiformats import CID, multihash
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 
-from agent.adapters.ethereum_transactions import ContractCall, RetryPolicy, RevertDecoder, Transactor
+from agent.adapters.ethereum_transactions import ContractCall, RevertDecoder, Transactor
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.ports.ledger import (
     FederationSettings,
@@ -39,6 +40,7 @@ from agent.ports.ledger import (
     Submission,
     TrainingMode,
 )
+from agent.retry_policy import RetryPolicy
 from coordinator_contract.artifact import load_artifact
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
@@ -123,8 +125,13 @@ def fund_embedded_accounts(
 def connect_rpc(url: str, timeout_seconds: float = 30.0) -> Web3:
     """A Web3 for a JSON-RPC node; nothing is sent until the first call.
 
-    web3's own retries are switched off: the adapter retries, and only what is safe to retry.
+    web3's own retries are switched off: the adapter retries, and only what is safe to retry. A URL that
+    is not http(s)://host is a ConfigurationError: requests would fail on it at every call, which would
+    read as a chain that is down (transient) and have systemd restart the agent forever.
     """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(f"chain URL {url!r} is not an http:// or https:// URL with a host")
     provider = HTTPProvider(
         url, request_kwargs={"timeout": timeout_seconds}, exception_retry_configuration=None
     )

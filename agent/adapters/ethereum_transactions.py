@@ -13,7 +13,6 @@ import ast
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from eth_abi.abi import decode as abi_decode
@@ -27,6 +26,7 @@ from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
 from web3.types import TxParams, TxReceipt
 
 from agent.errors import ContractRevertError, LedgerError
+from agent.retry_policy import RetryPolicy
 
 # Gas limit = estimate * 1.2 + margin. The margin covers a call whose cost grows between estimate and
 # inclusion: an attestation that turns out to be the one that finalizes the round and opens the next costs
@@ -39,15 +39,6 @@ _SOLIDITY_PANIC_SELECTOR = keccak(text="Panic(uint256)")[:4]
 _CHAIN_LIBRARIES = frozenset({"web3", "eth", "eth_tester", "eth_utils", "eth_abi", "eth_account", "rlp"})
 
 _Result = TypeVar("_Result")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often, and how patiently, a call is retried after a transport failure."""
-
-    attempts: int = 4
-    first_delay_seconds: float = 0.5
-    backoff_factor: float = 2.0
 
 
 class ContractCall(Protocol):
@@ -157,20 +148,14 @@ class Transactor:
 
     def call(self, description: str, operation: Callable[[], _Result]) -> _Result:
         """Run a read (or one step of a transaction), translating its failures; retry transport failures."""
-        delay = self._retry_policy.first_delay_seconds
-        for attempt in range(1, self._retry_policy.attempts + 1):
-            try:
-                return operation()
-            except OSError as error:
-                if attempt == self._retry_policy.attempts:
-                    raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
-                self._sleep(delay)
-                delay *= self._retry_policy.backoff_factor
-            except Exception as error:
-                if not _is_chain_failure(error):
-                    raise  # a bug here, not a chain failure: let it surface as it is
-                raise self._translate(description, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        try:
+            return self._retry_policy.call(operation, retry_on=OSError, sleep=self._sleep)
+        except OSError as error:
+            raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
+        except Exception as error:
+            if not _is_chain_failure(error):
+                raise  # a bug here, not a chain failure: let it surface as it is
+            raise self._translate(description, error) from error
 
     def transact(self, description: str, function: ContractCall) -> TxReceipt:
         """Send ``function`` as a transaction signed by the account; return its receipt once mined."""
@@ -199,26 +184,29 @@ class Transactor:
     def _send(self, description: str, raw_transaction: bytes, transaction_hash: HexBytes) -> HexBytes:
         """Send the signed transaction. After a transport failure the node may have received it anyway; a
         retry it then refuses (already known, nonce used) means it is in: its receipt will tell."""
-        delay = self._retry_policy.first_delay_seconds
-        for attempt in range(1, self._retry_policy.attempts + 1):
-            try:
-                return self.web3.eth.send_raw_transaction(raw_transaction)
-            except OSError as error:
-                if attempt == self._retry_policy.attempts:
-                    raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
-                self._sleep(delay)
-                delay *= self._retry_policy.backoff_factor
-            except Web3RPCError as error:
-                if attempt > 1:
-                    return transaction_hash
-                raise self._translate(description, error) from error
-            except Exception as error:
-                if not _is_chain_failure(error):
-                    raise
-                raise self._translate(description, error) from error
-        raise AssertionError("unreachable")  # pragma: no cover
+        attempts = 0
 
-    def _mined_revert(self, description: str, transaction: TxParams, receipt: TxReceipt) -> LedgerError:
+        def send() -> HexBytes:
+            nonlocal attempts
+            attempts += 1
+            return self.web3.eth.send_raw_transaction(raw_transaction)
+
+        try:
+            return self._retry_policy.call(send, retry_on=OSError, sleep=self._sleep)
+        except OSError as error:
+            raise LedgerError(f"{description}: the chain is unreachable ({error})") from error
+        except Web3RPCError as error:
+            if attempts > 1:
+                return transaction_hash
+            raise self._translate(description, error) from error
+        except Exception as error:
+            if not _is_chain_failure(error):
+                raise
+            raise self._translate(description, error) from error
+
+    def _mined_revert(
+        self, description: str, transaction: TxParams, receipt: TxReceipt
+    ) -> LedgerError | ContractRevertError:
         """The transaction was mined but reverted (the state changed after the estimate): replay it."""
         if receipt["gasUsed"] >= transaction.get("gas", 0):
             return LedgerError(f"{description}: ran out of gas ({receipt['gasUsed']})")
@@ -235,7 +223,7 @@ class Transactor:
             return self._translate(description, error)
         return ContractRevertError(f"{description}: reverted when mined", reason=None)
 
-    def _translate(self, description: str, error: Exception) -> LedgerError:
+    def _translate(self, description: str, error: Exception) -> LedgerError | ContractRevertError:
         if _is_revert(error):
             reason = self._decoder.reason(error)
             return ContractRevertError(f"{description}: the contract refused: {reason}", reason=reason)

@@ -17,7 +17,6 @@ exponential backoff; nothing else is retried.
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from ipfshttpclient import exceptions as ipfs_exceptions
 
 from agent import content_id
 from agent.errors import ConfigurationError, ContentNotFoundError, ContentStoreError
+from agent.retry_policy import RetryPolicy
 
 __all__ = ["DEFAULT_ADDRESS", "IpfsContentStore"]
 
@@ -65,7 +65,7 @@ class IpfsContentStore:
         self._address = address
         self._timeout = timeout
         self._attempts = attempts
-        self._backoff_seconds = backoff_seconds
+        self._retry_policy = RetryPolicy(attempts, first_delay_seconds=backoff_seconds, backoff_factor=2.0)
         try:
             self._client = ipfshttpclient.Client(address, timeout=timeout + _CLIENT_TIMEOUT_MARGIN_SECONDS)
         except ipfs_exceptions.Error as error:
@@ -130,32 +130,28 @@ class IpfsContentStore:
 
     def _call(self, action: str, request: Callable[[], Any]) -> Any:
         """Run one RPC call, retrying refused connections, and translate every ipfshttpclient error."""
-        for attempt in range(1, self._attempts + 1):
-            try:
-                return request()
-            except _TRANSIENT_ERRORS as error:
-                if attempt == self._attempts:
-                    raise ContentStoreError(
-                        f"the IPFS node at {self._address} is unreachable ({action}, {attempt} attempts): "
-                        f"{error}"
-                    ) from error
-                time.sleep(self._backoff_seconds * 2 ** (attempt - 1))
-            except ipfs_exceptions.TimeoutError as error:
-                raise ContentStoreError(
-                    f"the IPFS node at {self._address} did not answer {action} within "
-                    f"{self._timeout + _CLIENT_TIMEOUT_MARGIN_SECONDS} s"
-                ) from error
-            except ipfs_exceptions.ErrorResponse as error:
-                if any(message in str(error).lower() for message in _NOT_FOUND_MESSAGES):
-                    raise ContentNotFoundError(f"{action}: {error}") from error
-                raise ContentStoreError(
-                    f"{action} failed on the IPFS node at {self._address}: {error}"
-                ) from error
-            except ipfs_exceptions.Error as error:
-                raise ContentStoreError(
-                    f"{action} failed on the IPFS node at {self._address}: {error}"
-                ) from error
-        raise AssertionError("the loop returns or raises")  # pragma: no cover
+        try:
+            return self._retry_policy.call(request, retry_on=_TRANSIENT_ERRORS)
+        except _TRANSIENT_ERRORS as error:
+            raise ContentStoreError(
+                f"the IPFS node at {self._address} is unreachable ({action}, {self._attempts} attempts): "
+                f"{error}"
+            ) from error
+        except ipfs_exceptions.TimeoutError as error:
+            raise ContentStoreError(
+                f"the IPFS node at {self._address} did not answer {action} within "
+                f"{self._timeout + _CLIENT_TIMEOUT_MARGIN_SECONDS} s"
+            ) from error
+        except ipfs_exceptions.ErrorResponse as error:
+            if any(message in str(error).lower() for message in _NOT_FOUND_MESSAGES):
+                raise ContentNotFoundError(f"{action}: {error}") from error
+            raise ContentStoreError(
+                f"{action} failed on the IPFS node at {self._address}: {error}"
+            ) from error
+        except ipfs_exceptions.Error as error:
+            raise ContentStoreError(
+                f"{action} failed on the IPFS node at {self._address}: {error}"
+            ) from error
 
 
 def _field(response: Any, key: str) -> str:

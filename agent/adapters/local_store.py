@@ -16,17 +16,17 @@ ContentMismatchError instead of handing corrupt weights to the merge.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from agent import content_id
+from agent.atomic_file import write_atomically
 from agent.errors import ContentNotFoundError, ContentStoreError
 
 __all__ = ["LocalContentStore"]
 
-_TEMPORARY_PREFIX = ".tmp-"
+_TEMPORARY_PREFIX = "."  # every temporary file is hidden (agent.atomic_file); a CID never starts with "."
 _STALE_TEMPORARY_SECONDS = 3600.0  # a writer that left its temporary file this long ago has crashed
 
 
@@ -143,18 +143,9 @@ class LocalContentStore:
         except ValueError as error:
             raise ContentNotFoundError(f"no content {cid!r}: not a CID") from error
 
-    def _write_atomically(self, target: Path, data: bytes) -> None:
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=_TEMPORARY_PREFIX)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                os.fchmod(file.fileno(), 0o644)  # mkstemp makes 0600; agents of other users may read it
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())  # the rename must never expose a file whose bytes are not on disk
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+    @staticmethod
+    def _write_atomically(target: Path, data: bytes) -> None:
+        write_atomically(target, data, mode=0o644)  # agents of other users may read it
 
     @staticmethod
     def _remove_if_stale(path: Path) -> None:

@@ -48,12 +48,15 @@ class _DemoteExpectedPahoErrors(logging.Filter):
     """paho logs "Client is not connected" at ERROR whenever its loop runs between reconnect attempts.
 
     Here that is the expected state while the broker is away (the warning about losing it was already
-    logged), so the record is demoted to DEBUG instead of alarming whoever reads the log.
+    logged), so the record is demoted to DEBUG instead of alarming whoever reads the log. The logger
+    already let it through as an ERROR, so the filter also drops it unless DEBUG is enabled: a demoted
+    record that is still passed on prints "DEBUG ..." at the default WARNING level.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.ERROR and str(record.msg).startswith("Client is not connected"):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
 
 

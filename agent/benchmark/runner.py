@@ -31,7 +31,7 @@ from agent.benchmark.report import compare_backends, compare_modes, render_markd
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
 from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
-from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError
+from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError, WorkerFailedError
 from agent.learning.aggregation.arguments import add_aggregation_arguments, aggregation_from_arguments
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND, unavailable_reason
 from models.spec import ARCHITECTURES
@@ -134,8 +134,9 @@ def run_worker(
         command += ["--cache", str(cache)]
     completed = subprocess.run(command, check=False)
     if completed.returncode != 0:
-        raise LayerfedError(
-            f"benchmark job {job} ({backend}) failed with exit code {completed.returncode} (see above)"
+        raise WorkerFailedError(
+            f"benchmark job {job} ({backend}) failed with exit code {completed.returncode} (see above)",
+            completed.returncode,
         )
     loaded: dict[str, Any] = json.loads(output.read_text())
     return loaded

@@ -2,16 +2,21 @@
 
 A mistake fails fast with a message that names the file and the key, and exits with the configuration
 error code, so systemd does not restart a service that cannot work. Keys are full words; anything
-unknown is an error (a misspelt key silently ignored is a setting silently lost).
+unknown is an error (a misspelt key silently ignored is a setting silently lost). Types and unknown keys
+are checked by pydantic in strict mode (no coercion: ``port = "1883"`` is a mistake, not 1883); the
+checks between keys follow in :func:`_check`.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from dataclasses import MISSING, dataclass, field
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.errors import BackendUnavailableError, ConfigurationError
 from agent.learning.backends import BACKEND_NAMES, unavailable_reason
@@ -22,23 +27,27 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
-@dataclass(frozen=True)
-class FederationSection:
+class _Section(BaseModel):
+    """A table of the file: strict types (``port = "1883"`` and ``port = true`` are refused, not coerced),
+    unknown keys refused, immutable once read."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class FederationSection(_Section):
     contract: str
     chain_url: str
     identifier: str = ""
 
 
-@dataclass(frozen=True)
-class StoreSection:
+class StoreSection(_Section):
     kind: str = "ipfs"  # "ipfs" or "local"
     address: str = "/ip4/127.0.0.1/tcp/5001/http"
     directory: str = ""
     timeout_seconds: float = 60.0
 
 
-@dataclass(frozen=True)
-class BrokerSection:
+class BrokerSection(_Section):
     host: str = "127.0.0.1"
     port: int = 1883
     protocol: str = "5"
@@ -47,8 +56,7 @@ class BrokerSection:
     tls_ca_file: str = ""
 
 
-@dataclass(frozen=True)
-class DataSection:
+class DataSection(_Section):
     dataset: str = "fashion-mnist"
     path: str = ""
     limit: int = 0
@@ -57,8 +65,7 @@ class DataSection:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class AgentSection:
+class AgentSection(_Section):
     key_file: str = "/var/lib/layerfed/key"
     state_directory: str = "/var/lib/layerfed"
     poll_seconds: float = 2.0
@@ -68,6 +75,16 @@ class AgentSection:
     backend: str = "torch"  # training backend: "torch", or "ort" (extra layerfed[ort], x86_64 only)
     backend_cache_directory: str = ""  # what "ort" builds per stage (default: state_directory/backend-cache)
     training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
+
+
+class _Document(_Section):
+    """The whole file: one table per section."""
+
+    federation: FederationSection
+    store: StoreSection = StoreSection()
+    broker: BrokerSection = BrokerSection()
+    data: DataSection = DataSection()
+    agent: AgentSection = AgentSection()
 
 
 @dataclass(frozen=True)
@@ -89,65 +106,49 @@ class AgentConfig:
 # What systemd's MemoryMax= takes: bytes with an optional K, M, G or T suffix, a percentage, or infinity.
 MEMORY_LIMIT_PATTERN = re.compile(r"[0-9]+[KMGT]?|[0-9]+(\.[0-9]+)?%|infinity")
 
-SECTIONS: dict[str, type[Any]] = {
-    "federation": FederationSection,
-    "store": StoreSection,
-    "broker": BrokerSection,
-    "data": DataSection,
-    "agent": AgentSection,
+SECTIONS: dict[str, type[_Section]] = {
+    name: cast(type[_Section], info.annotation) for name, info in _Document.model_fields.items()
 }
 
 
 def load_agent_config(path: Path) -> AgentConfig:
     """Parse and check ``path``; ConfigurationError names the file and the offending key."""
     try:
-        document = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text())
     except OSError as error:
         raise ConfigurationError(f"{path}: cannot read the configuration: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{path}: not valid TOML: {error}") from error
-    unknown = sorted(set(document) - set(SECTIONS))
-    if unknown:
-        raise ConfigurationError(f"{path}: unknown section [{unknown[0]}]; known: {', '.join(SECTIONS)}")
-    if "federation" not in document:
-        raise ConfigurationError(f"{path}: missing section [federation] (keys contract, chain_url)")
-    sections = {
-        name: _section(path, name, section_type, document.get(name, {}))
-        for name, section_type in SECTIONS.items()
-    }
-    config = AgentConfig(path=path, **sections)
+    try:
+        document = _Document.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigurationError(f"{path}: {_first_problem(error)}") from error
+    config = AgentConfig(path=path, **{name: getattr(document, name) for name in SECTIONS})
     _check(config)
     return config
 
 
-def _section(path: Path, name: str, section_type: type[Any], values: object) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigurationError(f"{path}: [{name}] must be a table")
-    fields = section_type.__dataclass_fields__
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigurationError(f"{path}: unknown key {name}.{key}; known: {', '.join(fields)}")
-        expected = fields[key].type
-        if not _has_type(value, expected):
-            raise ConfigurationError(
-                f"{path}: {name}.{key} must be {expected}, not {type(value).__name__} {value!r}"
-            )
-    missing = [
-        key
-        for key, spec in fields.items()
-        if spec.default is MISSING and spec.default_factory is MISSING and key not in values
-    ]
-    if missing:
-        raise ConfigurationError(f"{path}: missing key {name}.{missing[0]}")
-    return section_type(**values)
-
-
-def _has_type(value: object, expected: object) -> bool:
-    names = {"str": str, "int": int, "float": (int, float)}
-    kind = names.get(str(expected))
-    if kind is None:
-        return True
-    return isinstance(value, kind) and not isinstance(value, bool)  # type: ignore[arg-type]
+def _first_problem(error: ValidationError) -> str:
+    """pydantic's first complaint in this file's words: the section or ``section.key`` and what is wrong."""
+    problem = error.errors()[0]
+    location = [str(part) for part in problem["loc"]]
+    kind = problem["type"]
+    if len(location) == 1:
+        section = location[0]
+        if kind == "extra_forbidden":
+            return f"unknown section [{section}]; known: {', '.join(SECTIONS)}"
+        if kind == "missing":
+            return f"missing section [{section}] (keys contract, chain_url)"
+        return f"[{section}] must be a table"
+    section, key = location[0], location[1]
+    fields = SECTIONS[section].model_fields
+    if kind == "extra_forbidden":
+        return f"unknown key {section}.{key}; known: {', '.join(fields)}"
+    if kind == "missing":
+        return f"missing key {section}.{key}"
+    value = problem.get("input")
+    expected = getattr(fields[key].annotation, "__name__", str(fields[key].annotation))
+    return f"{section}.{key} must be {expected}, not {type(value).__name__} {value!r}"
 
 
 def _check(config: AgentConfig) -> None:
@@ -168,6 +169,12 @@ def _check(config: AgentConfig) -> None:
         raise ConfigurationError(f"{path}: agent.poll_seconds must be positive")
     if not config.federation.contract.startswith("0x") or len(config.federation.contract) != 42:
         raise ConfigurationError(f"{path}: federation.contract must be a 0x-prefixed 20-byte address")
+    chain_url = urllib.parse.urlsplit(config.federation.chain_url)
+    if chain_url.scheme not in ("http", "https") or not chain_url.hostname:
+        raise ConfigurationError(
+            f"{path}: federation.chain_url must be an http:// or https:// URL such as "
+            f'"http://127.0.0.1:8545", not {config.federation.chain_url!r}'
+        )
     _check_agent_section(config)
 
 

@@ -14,13 +14,13 @@ import json
 import logging
 import os
 import resource
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from agent.atomic_file import write_atomically
 from agent.engine.round_engine import RoundEngine
 from agent.engine.statistics import StatisticsSnapshot
 
@@ -80,7 +80,7 @@ def engine_status(engine: RoundEngine, started_at: float) -> AgentStatus:
     state = engine.round_state
     return AgentStatus(
         pid=os.getpid(),
-        address=engine.account.address,
+        address=engine.identity.address,
         federation=engine.federation_id,
         started_at=started_at,
         written_at=time.time(),
@@ -102,15 +102,8 @@ class StatusFile:
         self.path = directory / STATUS_FILE
 
     def write(self, status: AgentStatus) -> None:
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".status-")
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(status.to_json())
-            os.chmod(temporary, 0o644)  # readable by the operator's `layerfed status`; nothing secret in it
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        # Readable by the operator's `layerfed status`; nothing secret in it.
+        write_atomically(self.path, status.to_json().encode(), mode=0o644)
 
     def read(self) -> AgentStatus | None:
         """The last status written, or None when there is none (the agent never ran here)."""

@@ -23,7 +23,7 @@ from agent.commands.local_federation import LocalFederation
 from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
 from agent.engine.statistics import StatisticsSnapshot
-from agent.errors import ConfigurationError
+from agent.errors import EXIT_BUG, ConfigurationError, LayerfedError, WorkerFailedError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.backends import DEFAULT_BACKEND, select_backend
 from agent.learning.evaluation import evaluate
@@ -95,7 +95,7 @@ def run_demo(
     preset_name: str,
     data_directory: Path | None,
     work_directory: Path,
-    mode: TrainingMode = TrainingMode.LAYER_WISE,
+    mode: TrainingMode | str = TrainingMode.LAYER_WISE,
     seed: int = 0,
     say: Callable[[str], None] = print,
     backend: str = DEFAULT_BACKEND,
@@ -111,6 +111,7 @@ def run_demo(
     if preset_name not in PRESETS:
         raise ConfigurationError(f"unknown demo preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
+    mode = TrainingMode.parse(mode) if isinstance(mode, str) else mode
     training_backend = select_backend(backend, cache_directory=work_directory / "backend-cache")
     started = time.perf_counter()
     # Peers are threads of this process: one torch thread each keeps them from spinning against each
@@ -140,9 +141,10 @@ def run_demo(
             federation.engine(index, shard, backend=training_backend) for index, shard in enumerate(shards)
         ]
         stop = threading.Event()
-        threads, results = federation.start(engines, stop)
+        failures: dict[int, Exception] = {}
+        threads, results = federation.start(engines, stop, failures)
         try:
-            _report_progress(federation.observer, threads, say, started)
+            _report_progress(federation.observer, threads, say, started, failures)
         finally:
             stop.set()
             for thread in threads:
@@ -150,9 +152,10 @@ def run_demo(
         observer = federation.observer
         store = federation.store
         contract_address = federation.contract_address
+    _raise_for_failed_peers(failures)
     missing = [index for index in range(peers) if index not in results]
     if missing:
-        raise ConfigurationError(f"peers {missing} stopped before the end of training; see the log")
+        raise LayerfedError(f"peers {missing} stopped before the end of training; see the log")
     final_state, _config = decode_model(store.get(observer.latest_canonical_model()))
     evaluation = evaluate(
         final_state,
@@ -166,7 +169,7 @@ def run_demo(
     )
     snapshots = [engine.statistics.snapshot() for engine in engines]
     peer_reports = [
-        PeerReport(address=engine.account.address, final_model_cid=results[index], statistics=snapshot)
+        PeerReport(address=engine.identity.address, final_model_cid=results[index], statistics=snapshot)
         for index, (engine, snapshot) in enumerate(zip(engines, snapshots, strict=True))
     ]
     return DemoReport(
@@ -185,12 +188,27 @@ def run_demo(
     )
 
 
+def _raise_for_failed_peers(failures: dict[int, Exception]) -> None:
+    """End the demo with the first failed peer's own exit code (a bug's, 70, for an unexpected error)."""
+    if not failures:
+        return
+    index = min(failures)
+    failure = failures[index]
+    code = failure.exit_code if isinstance(failure, LayerfedError) else EXIT_BUG
+    raise WorkerFailedError(f"peer {index} failed: {failure} (traceback in the log above)", code) from failure
+
+
 def _report_progress(
-    observer: EthereumLedger, threads: list[threading.Thread], say: Callable[[str], None], started: float
+    observer: EthereumLedger,
+    threads: list[threading.Thread],
+    say: Callable[[str], None],
+    started: float,
+    failures: dict[int, Exception],
 ) -> None:
-    """Print each finalized round as the chain records it, until every peer has finished."""
+    """Print each finalized round as the chain records it, until every peer has finished or one failed
+    (the others would wait for its submissions until the round's deadline)."""
     reported = 0
-    while any(thread.is_alive() for thread in threads):
+    while any(thread.is_alive() for thread in threads) and not failures:
         time.sleep(0.5)
         log = observer.round_log()
         for entry in log[reported:]:

@@ -10,10 +10,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.adapters.account_identity import load_or_create_account
 from agent.adapters.ethereum_ledger import deploy_coordinator
+from agent.adapters.ipfs_store import IpfsContentStore
+from agent.adapters.local_store import LocalContentStore
 from agent.engine.federation import federation_settings
 from agent.errors import ConfigurationError
-from agent.identity import load_or_create_account
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.model_file import encode_model
 from agent.learning.modes import TrainingMode
@@ -47,6 +49,13 @@ def default_recipe(
     return TrainingConfig(
         spec=EncoderSpec(), mode=TrainingMode.parse(mode), federation_seed=seed, aggregation=aggregation
     )
+
+
+def select_store(ipfs_address: str, directory: Path | None) -> ContentStore:
+    """Where the genesis model goes: a local content directory when one is given, else the IPFS node."""
+    if directory is not None:
+        return LocalContentStore(directory)
+    return IpfsContentStore(ipfs_address)
 
 
 def deploy_federation(

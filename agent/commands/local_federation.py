@@ -5,7 +5,8 @@ Coordinator, an in-process MQTT broker and one local content-addressed directory
 an IPFS network would share content). Given :class:`ExternalServices`, the same peers use a JSON-RPC node
 (whose unlocked first account funds them, as anvil's does), an IPFS node and an MQTT broker instead.
 Each peer gets its own key, state directory, ledger adapter and bus connection, and runs the same round
-engine a device runs.
+engine a device runs. The keys (the deployer's too) derive from the federation seed, so the same recipe
+gives the same contract address, the same training seeds and the same models on every run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from pathlib import Path
 from types import TracebackType
 
 import torch
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
+from agent.adapters.account_identity import AccountIdentity, EthereumAccount, account_from_seed
 from agent.adapters.embedded_broker import EmbeddedBroker
 from agent.adapters.ethereum_ledger import (
     EthereumLedger,
@@ -34,12 +34,12 @@ from agent.adapters.mqtt_bus import MqttMessageBus, MqttProtocol, MqttSettings
 from agent.commands.presence import online_and_last_will
 from agent.engine.federation import federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
-from agent.identity import load_or_create_account
 from agent.learning.backends import TrainingBackend
 from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
+from agent.ports.identity import Signer
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ class LocalFederation:
             else LocalContentStore(work_directory / "content")
         )
         self.genesis_cid = self.store.put(encode_model(initial_state(config), config))
-        self.accounts = [load_or_create_account(self.peer_directory(index) / "key") for index in range(peers)]
-        self.deployer: LocalAccount = Account.create()
+        seed = config.federation_seed
+        self.accounts = [account_from_seed(seed, f"peer-{index}") for index in range(peers)]
+        self.deployer = account_from_seed(seed, "deployer")
         funded = [self.deployer.address, *(account.address for account in self.accounts)]
         if services is None:
             self.chain = create_embedded_chain(fund=funded)
@@ -107,10 +108,10 @@ class LocalFederation:
     def peer_directory(self, index: int) -> Path:
         return self.work_directory / f"peer-{index}"
 
-    def ledger(self, account: LocalAccount) -> EthereumLedger:
+    def ledger(self, account: EthereumAccount) -> EthereumLedger:
         return EthereumLedger(self.chain, self.contract_address, account)
 
-    def bus(self, account: LocalAccount, client_id: str = "") -> MqttMessageBus:
+    def bus(self, account: Signer, client_id: str = "") -> MqttMessageBus:
         online, will = online_and_last_will(self.federation_id, account)
         if self.services is None:
             settings = MqttSettings(
@@ -136,11 +137,12 @@ class LocalFederation:
     ) -> RoundEngine:
         """Peer ``index``'s engine, training with ``backend`` (default: torch)."""
         account = self.accounts[index]
+        identity = AccountIdentity(account)
         return RoundEngine(
-            account=account,
+            identity=identity,
             ledger=self.ledger(account),
             store=self.store,
-            bus=self.bus(account, client_id=f"peer-{index}"),
+            bus=self.bus(identity, client_id=f"peer-{index}"),
             images=images,
             state_directory=self.peer_directory(index),
             federation_id=self.federation_id,
@@ -150,16 +152,24 @@ class LocalFederation:
 
     @staticmethod
     def start(
-        engines: list[RoundEngine], stop: threading.Event
+        engines: list[RoundEngine],
+        stop: threading.Event,
+        failures: dict[int, Exception] | None = None,
     ) -> tuple[list[threading.Thread], dict[int, str]]:
-        """Run each engine in its own thread; the returned dict fills with each peer's final model CID."""
+        """Run each engine in its own thread; the returned dict fills with each peer's final model CID.
+
+        A peer that fails is logged, and its exception goes into ``failures`` (when given), so the caller
+        can end with that error's exit code instead of guessing one.
+        """
         results: dict[int, str] = {}
 
         def run(index: int, engine: RoundEngine) -> None:
             try:
                 results[index] = engine.run(stop)
-            except Exception:
+            except Exception as failure:  # deliberate: a peer's thread must report, never vanish
                 logger.exception("peer %d failed", index)
+                if failures is not None:
+                    failures[index] = failure
 
         threads = [
             threading.Thread(target=run, args=(index, engine), name=f"peer-{index}", daemon=True)

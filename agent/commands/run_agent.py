@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from agent.adapters.account_identity import AccountIdentity, load_or_create_account
 from agent.adapters.ethereum_ledger import EthereumLedger
 from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
@@ -24,7 +25,6 @@ from agent.data.partition import partition_iid
 from agent.data.registry import load_dataset
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.errors import ConfigurationError
-from agent.identity import load_or_create_account
 from agent.learning.backends import select_backend
 from agent.ports.content_store import ContentStore
 
@@ -38,6 +38,12 @@ def local_images(config: AgentConfig) -> torch.Tensor:
     if data.shards == 1:
         return dataset.images
     return dataset.images[partition_iid(len(dataset), data.shards, data.seed)[data.shard]]
+
+
+def init_key(key_file: Path) -> str:
+    """``layerfed agent init-key``: create this device's key once (never replaced); return its address."""
+    address: str = load_or_create_account(key_file).address
+    return address
 
 
 def content_store(config: AgentConfig) -> ContentStore:
@@ -80,13 +86,14 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
         torch.set_num_threads(config.agent.threads)
     backend = select_backend(config.agent.backend, cache_directory=config.backend_cache_directory)
     account = load_or_create_account(Path(config.agent.key_file))
+    identity = AccountIdentity(account)
     federation_id = config.federation.identifier or config.federation.contract.lower()
     ledger = EthereumLedger.connect(config.federation.chain_url, config.federation.contract, account)
-    online, will = online_and_last_will(federation_id, account)
+    online, will = online_and_last_will(federation_id, identity)
     bus = message_bus(config, account.address, online, will)
     try:
         engine = RoundEngine(
-            account=account,
+            identity=identity,
             ledger=ledger,
             store=content_store(config),
             bus=bus,

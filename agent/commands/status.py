@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eth_account import Account
-
+from agent.adapters.account_identity import PERSONAL_SIGN, create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, RetryPolicy, connect_rpc
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
 from agent.commands.agent_config import AgentConfig
@@ -33,10 +32,9 @@ from agent.errors import ConfigurationError, LayerfedError
 from agent.protocol.messages import Presence, decode
 from agent.protocol.topics import FederationTopics
 
-EXIT_NOT_RUNNING = 3  # as `systemctl status` and LSB init scripts say "not running"
 CHAIN_TIMEOUT_SECONDS = 5.0
 BROKER_TIMEOUT_SECONDS = 3.0
-RETAINED_WAIT_SECONDS = 1.0
+RETAINED_WAIT_SECONDS = 5.0  # at most: the wait ends once every participant's presence has arrived
 
 
 @dataclass
@@ -145,7 +143,7 @@ def _chain_lines(config: AgentConfig, now: float, report: StatusReport) -> list[
     block_time = int(block["timestamp"])
     lag = now - block_time
     ledger = EthereumLedger(
-        web3, federation.contract, Account.create(), retry_policy=RetryPolicy(attempts=1)
+        web3, federation.contract, create_account(), retry_policy=RetryPolicy(attempts=1)
     )  # reading needs no key: a throwaway account, so the operator need not read the device's key
     state = ledger.current_round()
     settings = ledger.settings()
@@ -166,7 +164,7 @@ def _peer_lines(config: AgentConfig, participants: tuple[str, ...] | None) -> li
         return ["unknown: the chain could not be read"]
     lines = [f"{len(participants)} participants registered on chain"]
     try:
-        presence = _retained_presence(config)
+        presence = _retained_presence(config, {participant.lower() for participant in participants})
     except LayerfedError as error:
         presence = {}
         lines.append(f"presence unknown: {error}")
@@ -174,24 +172,31 @@ def _peer_lines(config: AgentConfig, participants: tuple[str, ...] | None) -> li
     return lines
 
 
-def _retained_presence(config: AgentConfig) -> dict[str, str]:
-    """Each peer's retained, signed presence on the broker: address (lower case) -> online / offline."""
+def _retained_presence(config: AgentConfig, expected: set[str]) -> dict[str, str]:
+    """Each peer's retained, signed presence on the broker: address (lower case) -> online / offline.
+
+    MQTT marks no end of the retained messages, so the wait ends when every ``expected`` participant has
+    been heard, or after RETAINED_WAIT_SECONDS (a peer that never connected has no presence at all).
+    """
     federation_id = config.federation.identifier or config.federation.contract.lower()
     seen: dict[str, str] = {}
     lock = threading.Lock()
+    complete = threading.Event()
 
     def receive(topic: str, payload: bytes) -> None:
         try:
-            message = decode(payload, federation=federation_id, topic=topic)
+            message = decode(payload, verifier=PERSONAL_SIGN, federation=federation_id, topic=topic)
         except LayerfedError:
             return
         if isinstance(message, Presence):
             with lock:
                 seen[message.participant.lower()] = message.status
+                if expected <= seen.keys():
+                    complete.set()
 
     with MqttMessageBus(_broker_settings(config)) as bus:
         bus.subscribe(FederationTopics(federation_id).all_presence(), receive)
-        time.sleep(RETAINED_WAIT_SECONDS)  # retained messages follow the subscription's acknowledgement
+        complete.wait(RETAINED_WAIT_SECONDS)  # retained messages follow the subscription's acknowledgement
     with lock:
         return dict(seen)
 

@@ -9,11 +9,10 @@ power cut leaves either the old or the new checkpoint, never half of one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from agent.atomic_file import write_atomically
 from agent.errors import ConfigurationError
 
 CHECKPOINT_FILE = "checkpoint.json"
@@ -66,13 +65,4 @@ class CheckpointFile:
             ) from exc
 
     def save(self, checkpoint: Checkpoint) -> None:
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".checkpoint-")
-        try:
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump(asdict(checkpoint), handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, json.dumps(asdict(checkpoint), sort_keys=True).encode())

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from agent.engine.statistics import EngineStatistics
 from agent.errors import LayerfedError, MessageRejectedError
+from agent.ports.identity import SignatureVerifier
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, decode
 from agent.protocol.replay_guard import Admission, ReplayGuard
@@ -55,9 +56,11 @@ class Inbox:
         federation_id: str,
         registry: ParticipantRegistry,
         statistics: EngineStatistics,
+        verifier: SignatureVerifier,
         guard: ReplayGuard | None = None,
     ) -> None:
         self._bus = bus
+        self._verifier = verifier
         self._federation_id = federation_id
         self._topics = FederationTopics(federation_id)
         self._registry = registry
@@ -75,6 +78,7 @@ class Inbox:
         try:
             message = decode(
                 payload,
+                verifier=self._verifier,
                 is_registered=self._registry.is_registered,
                 federation=self._federation_id,
                 topic=topic,

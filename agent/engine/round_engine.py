@@ -21,23 +21,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from eth_account.signers.local import LocalAccount
 
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
-from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
+from agent.errors import (
+    ContentMismatchError,
+    ContractRevertError,
+    LayerfedError,
+    NetworkError,
+    UpdateRejectedError,
+)
 from agent.learning.backends import TrainingBackend
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, capped_claim, validate_update
 from agent.ports.content_store import ContentStore
+from agent.ports.identity import Identity
 from agent.ports.ledger import Ledger, RoundPhase, RoundState
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
+from agent.retry_policy import RetryPolicy
 from models.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
@@ -53,6 +60,10 @@ ROUND_OVER_REASONS = (
     "CoordinatorAttestationClosed",
     "CoordinatorTrainingComplete",
 )
+
+# Reverts that mean the chain moved on between reading its state and acting on it (another peer closed the
+# round, or the chain's clock is behind ours): read the state again. Every other revert ends the engine.
+STATE_MOVED_ON_REASONS = (*ROUND_OVER_REASONS, "CoordinatorRoundClosed", "CoordinatorRoundNotExpired")
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ class RoundEngine:
     def __init__(
         self,
         *,
-        account: LocalAccount,
+        identity: Identity,
         ledger: Ledger,
         store: ContentStore,
         bus: MessageBus,
@@ -84,7 +95,7 @@ class RoundEngine:
         on_round_finished: Callable[[int, str], None] | None = None,
         backend: TrainingBackend | None = None,
     ) -> None:
-        self.account = account
+        self.identity = identity
         self.ledger = ledger
         self.store = store
         self.bus = bus
@@ -99,7 +110,9 @@ class RoundEngine:
         self._stop = threading.Event()
         self.on_round_finished = on_round_finished
         self.federation = Federation.load(ledger, store)
-        self.inbox = Inbox(bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics)
+        self.inbox = Inbox(
+            bus, federation_id, ParticipantRegistry(ledger.participants), self.statistics, identity
+        )
         self._models: dict[str, ModelState] = {
             self.federation.settings.genesis_model_cid: self.federation.genesis
         }
@@ -124,14 +137,18 @@ class RoundEngine:
                 if not self._act(state):
                     self._wait(stop)
             except (NetworkError, ContractRevertError) as failure:
+                if isinstance(failure, ContractRevertError) and not (failure.reason or "").startswith(
+                    STATE_MOVED_ON_REASONS
+                ):
+                    raise
                 logger.warning(
-                    "%s: %s; retrying in %.1f s", self.account.address, failure, self.options.retry_seconds
+                    "%s: %s; retrying in %.1f s", self.identity.address, failure, self.options.retry_seconds
                 )
                 stop.wait(self.options.retry_seconds)
         return self.ledger.latest_canonical_model()
 
     def _join(self) -> None:
-        if self.ledger.is_participant(self.account.address):
+        if self.ledger.is_participant(self.identity.address):
             return
         with self.statistics.measure("transaction"):
             self._transact(self.ledger.register)
@@ -161,7 +178,7 @@ class RoundEngine:
     # ---------------------------------------------------------------------------------------- training
 
     def _has_submitted(self, round_number: int) -> bool:
-        me = self.account.address.lower()
+        me = self.identity.address.lower()
         return any(
             submission.participant.lower() == me for submission in self.ledger.submissions(round_number)
         )
@@ -172,7 +189,7 @@ class RoundEngine:
         if not checkpoint.update_cid:
             base = self._model(base_cid)
             seed = derive_seed(
-                self.federation.config.federation_seed, "train", state.number, self.account.address.lower()
+                self.federation.config.federation_seed, "train", state.number, self.identity.address.lower()
             )
             self.activity = "training"
             with self.statistics.measure("training"):
@@ -214,7 +231,7 @@ class RoundEngine:
             federation=self.federation_id,
             round=state.number,
             stage=state.stage,
-            participant=self.account.address,
+            participant=self.identity.address,
             cid=checkpoint.update_cid,
             samples=checkpoint.update_samples,
             sent_at=_now_milliseconds(),
@@ -241,6 +258,8 @@ class RoundEngine:
                 if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
                 is not None
             ]
+            if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
+                return
             with self.statistics.measure("merge"):
                 aggregation = self.federation.config.aggregation
                 outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
@@ -267,7 +286,7 @@ class RoundEngine:
             ModelAttested(
                 federation=self.federation_id,
                 round=state.number,
-                participant=self.account.address,
+                participant=self.identity.address,
                 model_cid=checkpoint.merged_model_cid,
                 sent_at=_now_milliseconds(),
             )
@@ -320,7 +339,7 @@ class RoundEngine:
                 if update.samples != samples:
                     raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples}")
             return update
-        except (UpdateRejectedError, NetworkError) as rejection:
+        except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
             logger.warning("round %d: left out update %s: %s", state.number, cid, rejection)
             return None
@@ -329,16 +348,13 @@ class RoundEngine:
         """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit."""
         if cid in self._prefetched:
             return self._prefetched[cid]
-        for attempt in range(1, self.options.fetch_attempts + 1):
-            try:
-                with self.statistics.measure("fetch"):
-                    payload = self.store.get(cid)
-                break
-            except NetworkError as failure:
-                if attempt == self.options.fetch_attempts:
-                    raise
-                logger.info("fetching %s failed (%s), attempt %d", cid, failure, attempt)
-                time.sleep(self.options.retry_seconds)
+
+        def fetch() -> bytes:
+            with self.statistics.measure("fetch"):
+                return self.store.get(cid)
+
+        policy = RetryPolicy(self.options.fetch_attempts, self.options.retry_seconds, backoff_factor=1.0)
+        payload = policy.call(fetch, retry_on=NetworkError, stop=self._stop, description=f"fetching {cid}")
         if len(payload) > self.options.maximum_update_bytes:
             raise UpdateRejectedError(
                 f"{cid} is {len(payload)} bytes, above the limit {self.options.maximum_update_bytes}"
@@ -386,7 +402,7 @@ class RoundEngine:
     def _publish(self, message: UpdateAnnounced | ModelAttested) -> None:
         with self.statistics.measure("announce"):
             try:
-                self.bus.publish(topic_of(message), encode(message, self.account))
+                self.bus.publish(topic_of(message), encode(message, self.identity))
             except NetworkError as failure:  # the chain already has it: peers will find it by polling
                 logger.warning("announcement not published: %s", failure)
 

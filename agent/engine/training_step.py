@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from agent.atomic_file import write_atomically
 from agent.learning.backends import TrainingBackend
 from agent.learning.backends.torch_backend import TorchBackend
 from agent.learning.model_state import ModelState
@@ -48,17 +47,7 @@ class TrainingStepFile:
 
     def save(self, round_number: int, base_model_cid: str, progress: TrainingProgress) -> None:
         header = json.dumps({"round": round_number, "base_model_cid": base_model_cid}, sort_keys=True)
-        descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".training-step-")
-        try:
-            with os.fdopen(descriptor, "wb") as handle:
-                handle.write(header.encode() + b"\n")
-                handle.write(progress.to_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, header.encode() + b"\n" + progress.to_bytes())
 
     def load(self, round_number: int, base_model_cid: str) -> TrainingProgress | None:
         """The saved progress if it belongs to this round and base model; None (and the file gone) if not.

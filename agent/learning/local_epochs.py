@@ -6,10 +6,14 @@ stopped round both rest on it. So the loop lives here once, and a backend only s
 to train one batch, and how to capture its own model and optimizer state for a progress file.
 
 Per epoch, the sample order is drawn from a generator seeded with the round's ``seed``; the augmentations
-draw from torch's global generator, also seeded with ``seed`` inside :func:`torch.random.fork_rng`, so
-that the caller's random state is left untouched. A batch of one image is skipped (NT-Xent needs a
-negative). After every optimizer step the hooks are asked whether to stop or save, and the progress handed
-out then holds everything needed to continue exactly (see :mod:`agent.learning.training_progress`).
+draw from torch's global generator, also seeded with ``seed`` inside
+:func:`models.seeding.seeded_global_generator`, so that the caller's random state is left untouched. That
+generator is one per process: clients that train in threads of one process (the demo's peers) take turns
+there, or their draws would interleave and two runs of the same federation would train different models.
+A batch of one image
+is skipped (NT-Xent needs a negative). After every optimizer step the hooks are asked whether to stop or
+save, and the progress handed out then holds everything needed to continue exactly (see
+:mod:`agent.learning.training_progress`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from agent.learning.training_progress import (
     TrainingProgress,
     TrainingProgressError,
 )
+from models.seeding import seeded_global_generator
 
 # Trains one optimizer step on a batch of uint8 images; with ``count_flops`` it also returns the step's
 # FLOPs per image (0.0 otherwise). Returns (loss, FLOPs per image).
@@ -81,8 +86,7 @@ def run_local_epochs(
         generator.set_state(resumed.generator_state)
         losses, samples_seen = list(resumed.losses), resumed.samples_seen
         flops_per_sample = resumed.flops_per_sample
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_generator(seed):
         if resumed is not None:
             torch.set_rng_state(resumed.random_state)
         for epoch in range(resumed.epoch if resumed else 0, local_epochs):

@@ -29,7 +29,7 @@ from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, i
 from agent.learning.training_progress import TrainingHooks, run_fingerprint
 from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
-from models.spec import EncoderSpec
+from models.spec import EncoderSpec, ModelSpecError
 from models.staged_model import StagedModel
 
 
@@ -89,6 +89,8 @@ class TrainingConfig:
             return cls(**converted)
         except (KeyError, TypeError) as exc:
             raise ConfigurationError(f"training config is incomplete or malformed: {exc}") from exc
+        except ModelSpecError as exc:
+            raise ConfigurationError(f"training config spec: {exc}") from exc
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON form: recorded on chain, so every peer provably runs this recipe."""

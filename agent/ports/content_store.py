@@ -6,9 +6,11 @@ same bytes with the same CID (the one :func:`agent.content_id.compute` gives, wh
 ``ipfs add --cid-version=1 --raw-leaves`` gives), and that :meth:`ContentStore.get` never returns bytes
 that do not hash to the requested CID, whoever served them.
 
-Errors: every method raises :class:`agent.errors.ContentStoreError` (or a subclass) and nothing else;
+Errors: every method raises :class:`agent.errors.ContentStoreError` (or a subclass: transient, so callers
+may retry) and nothing else but :class:`agent.errors.ContentMismatchError` when bytes do not match their
+CID (permanent: not a ContentStoreError, so nothing retries it);
 :class:`agent.errors.ContentNotFoundError` when the content is absent (or, on a network store, could not
-be found in time); :class:`agent.errors.ContentMismatchError` when bytes do not match their CID.
+be found in time).
 
 Implementations: ``agent.adapters.local_store.LocalContentStore`` (a directory, the embedded default) and
 ``agent.adapters.ipfs_store.IpfsContentStore`` (an IPFS node over its HTTP RPC API).

@@ -18,7 +18,8 @@ raw and dag-pb) is a programming error: ``ValueError``.
 
 Errors: :class:`agent.errors.ContractRevertError` when the ledger refuses a call, its ``reason`` naming the
 refusal and its values, as in ``"CoordinatorRoundClosed(3)"`` (the custom errors of
-``coordinator_contract/Coordinator.sol``); :class:`agent.errors.LedgerError` when the chain cannot be reached.
+``coordinator_contract/Coordinator.sol``; permanent: not a LedgerError); :class:`agent.errors.LedgerError`
+when the chain cannot be reached (transient).
 
 Implementation: ``agent.adapters.ethereum_ledger.EthereumLedger`` (the Coordinator contract over an
 in-process chain or any JSON-RPC node).

@@ -1,8 +1,8 @@
 """The signed messages peers exchange over the bus, and the one place their wire format is defined.
 
 A payload is one JSON object: the message's fields (the dataclass field names below are the JSON keys),
-plus ``schema_version``, ``kind`` and ``signature``. The signature is an EIP-191 ``personal_sign``
-signature (``eth_account`` ``encode_defunct`` + ``sign_message``) by the participant's Ethereum key over
+plus ``schema_version``, ``kind`` and ``signature``. The signature is made by the participant's
+:class:`agent.ports.identity.Signer` (EIP-191 ``personal_sign`` by its Ethereum key) over
 the *canonical JSON* of every other key: keys sorted, no spaces, ASCII only, no NaN. Canonical JSON makes
 the signed bytes a function of the content alone, so a receiver re-encodes what it parsed and checks the
 signature against that; key order or white space added in transit cannot break (or forge) a signature.
@@ -10,6 +10,10 @@ signature against that; key order or white space added in transit cannot break (
 :func:`decode` accepts a payload only when its sender is who it claims to be: the address recovered from
 the signature must equal the ``participant`` field. Whether that address may take part at all is the
 coordinator contract's business; the caller passes that check in as ``is_registered``.
+
+Every field's type and value is checked when a message is built, received or local, by pydantic in
+strict mode against the annotated types below (``Count``, ``Address``, ``Cid``, ...), and the first
+problem is reported in the protocol's own words (``field 'round' must be an integer, got str``).
 
 Schema evolution: a receiver rejects any ``schema_version`` other than :data:`SCHEMA_VERSION` and any
 field it does not know, so a change to a message means a new schema version, never a silent
@@ -23,13 +27,12 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Literal, get_args, get_type_hints
+from typing import Annotated, Any, ClassVar, Final, Literal, get_args, get_type_hints
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from agent.errors import MessageRejectedError
+from agent.ports.identity import SignatureVerifier, Signer
 from agent.protocol.topics import FederationTopics, is_valid_address, is_valid_federation_id
 
 SCHEMA_VERSION: Final = 1
@@ -57,6 +60,32 @@ _CID_PATTERN: Final = re.compile(r"[A-Za-z0-9]+")
 _SIGNATURE_PATTERN: Final = re.compile(r"0x[0-9a-fA-F]{130}")
 
 
+def _federation_id(value: str) -> str:
+    if not is_valid_federation_id(value):
+        raise ValueError(f"is not a federation id: {value!r}")
+    return value
+
+
+def _address(value: str) -> str:
+    if not is_valid_address(value):
+        raise ValueError(f"is not an Ethereum address: {value!r}")
+    return value
+
+
+def _cid(value: str) -> str:
+    if _CID_PATTERN.fullmatch(value) is None:
+        raise ValueError(f"is not a CID: {value!r}")
+    return value
+
+
+# The field types: what pydantic checks (strictly: no "3" for 3, no 3.0, no True) when a message is built.
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+SampleCount = Annotated[int, Field(ge=1, le=MAX_COUNT)]
+FederationId = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_federation_id)]
+Address = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_address)]
+Cid = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), AfterValidator(_cid)]
+
+
 @dataclass(frozen=True)
 class UpdateAnnounced:
     """``participant`` trained ``stage`` of ``round`` on ``samples`` samples and pinned the update as ``cid``.
@@ -67,13 +96,13 @@ class UpdateAnnounced:
 
     KIND: ClassVar[str] = "update_announced"
 
-    federation: str
-    round: int
-    stage: int
-    participant: str
-    cid: str
-    samples: int
-    sent_at: int
+    federation: FederationId
+    round: Count
+    stage: Count
+    participant: Address
+    cid: Cid
+    samples: SampleCount
+    sent_at: Count
 
     def __post_init__(self) -> None:
         _raise_for_invalid_fields(self)
@@ -85,11 +114,11 @@ class ModelAttested:
 
     KIND: ClassVar[str] = "model_attested"
 
-    federation: str
-    round: int
-    participant: str
-    model_cid: str
-    sent_at: int
+    federation: FederationId
+    round: Count
+    participant: Address
+    model_cid: Cid
+    sent_at: Count
 
     def __post_init__(self) -> None:
         _raise_for_invalid_fields(self)
@@ -101,10 +130,10 @@ class Presence:
 
     KIND: ClassVar[str] = "presence"
 
-    federation: str
-    participant: str
+    federation: FederationId
+    participant: Address
     status: PresenceStatus
-    sent_at: int
+    sent_at: Count
 
     def __post_init__(self) -> None:
         _raise_for_invalid_fields(self)
@@ -134,31 +163,32 @@ def canonical_json(value: dict[str, Any]) -> bytes:
     ).encode("ascii")
 
 
-def encode(message: Message, account: LocalAccount) -> bytes:
-    """Sign ``message`` with ``account`` and return the payload to publish.
+def encode(message: Message, signer: Signer) -> bytes:
+    """Sign ``message`` with ``signer`` and return the payload to publish.
 
-    Raises ValueError when ``account`` is not ``message.participant``: a peer signs only as itself.
+    Raises ValueError when ``signer`` is not ``message.participant``: a peer signs only as itself.
     """
-    if account.address.lower() != message.participant.lower():
-        raise ValueError(f"account {account.address} cannot sign a message from {message.participant}")
+    if signer.address.lower() != message.participant.lower():
+        raise ValueError(f"account {signer.address} cannot sign a message from {message.participant}")
     body = _body_of(message)
-    signed = account.sign_message(encode_defunct(primitive=canonical_json(body)))
-    return canonical_json({**body, SIGNATURE_FIELD: "0x" + bytes(signed.signature).hex()})
+    return canonical_json({**body, SIGNATURE_FIELD: signer.sign(canonical_json(body))})
 
 
 def decode(
     payload: bytes,
     *,
+    verifier: SignatureVerifier,
     is_registered: Callable[[str], bool] | None = None,
     federation: str | None = None,
     topic: str | None = None,
 ) -> Message:
     """Parse and authenticate a payload; raise MessageRejectedError saying why when it is not acceptable.
 
-    Checks, in order: size, JSON, schema version, kind, fields and their types and values, signature,
-    signer equals the claimed participant, then the optional context: ``federation`` (the receiver's own
-    federation id), ``topic`` (the topic it arrived on must be the sender's own, see :func:`topic_of`) and
-    ``is_registered(signer_address)`` (the on-chain registry; its own exceptions propagate).
+    Checks, in order: size, JSON, schema version, kind, fields and their types and values, signature
+    (recovered by ``verifier``), signer equals the claimed participant, then the optional context:
+    ``federation`` (the receiver's own federation id), ``topic`` (the topic it arrived on must be the
+    sender's own, see :func:`topic_of`) and ``is_registered(signer_address)`` (the on-chain registry; its
+    own exceptions propagate).
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise MessageRejectedError(
@@ -180,7 +210,7 @@ def decode(
         )
     signature = document.pop(SIGNATURE_FIELD, None)
     message = _build(message_type, document)
-    signer = _recover_signer(_body_of(message), signature)
+    signer = _recover_signer(verifier, _body_of(message), signature)
     if signer.lower() != message.participant.lower():
         raise MessageRejectedError(f"signed by {signer} but claims to come from {message.participant}")
     if federation is not None and message.federation != federation:
@@ -240,53 +270,58 @@ def _build(message_type: type[Message], document: dict[str, Any]) -> Message:
         raise MessageRejectedError(f"{message_type.KIND}: {exc}") from exc
 
 
-def _recover_signer(body: dict[str, Any], signature: object) -> str:
+def _recover_signer(verifier: SignatureVerifier, body: dict[str, Any], signature: object) -> str:
     if signature is None:
         raise MessageRejectedError(f"missing field {SIGNATURE_FIELD!r}")
     if not isinstance(signature, str) or _SIGNATURE_PATTERN.fullmatch(signature) is None:
         raise MessageRejectedError(f"field {SIGNATURE_FIELD!r} is not 0x and 130 hexadecimal digits")
-    try:
-        signer: str = Account.recover_message(
-            encode_defunct(primitive=canonical_json(body)), signature=bytes.fromhex(signature[2:])
-        )
-    # eth_keys raises its own BadSignature (not importable here) as well as ValueError for a bad v/r/s.
-    except Exception as exc:
-        raise MessageRejectedError(f"invalid signature: {exc}") from exc
-    return signer
+    return verifier.signer_of(canonical_json(body), signature)
 
 
 def _raise_for_invalid_fields(message: Message) -> None:
-    """Check every field's type and value; ValueError names the first bad field."""
-    hints = _FIELD_TYPES[type(message)]
-    for field in dataclasses.fields(message):
-        problem = _problem_with(field.name, hints[field.name], getattr(message, field.name))
-        if problem is not None:
-            raise ValueError(f"field {field.name!r} {problem}")
+    """Check every field's type and value with the message's schema; ValueError names the first bad field."""
+    schema = _SCHEMAS[type(message)]
+    try:
+        schema.model_validate(dataclasses.asdict(message))
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = str(problem["loc"][0])
+        raise ValueError(f"field {name!r} {_describe(schema, name, problem)}") from None
 
 
-def _problem_with(name: str, expected: Any, value: object) -> str | None:
-    if expected is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"must be an integer, got {type(value).__name__}"
-        minimum = 1 if name == "samples" else 0
-        if not minimum <= value <= MAX_COUNT:
-            return f"must be between {minimum} and {MAX_COUNT}, got {value}"
-        return None
-    if not isinstance(value, str):
+def _describe(schema: type[BaseModel], name: str, problem: Any) -> str:
+    """pydantic's complaint in the protocol's words (the rejection reasons peers log)."""
+    kind, value = problem["type"], problem["input"]
+    if kind == "int_type":
+        return f"must be an integer, got {type(value).__name__}"
+    if kind == "string_type":
         return f"must be a string, got {type(value).__name__}"
-    if len(value) > MAX_TEXT_LENGTH:
+    if kind in ("greater_than_equal", "less_than_equal"):
+        bounds = schema.model_fields[name].metadata
+        minimum = next(bound.ge for bound in bounds if hasattr(bound, "ge"))
+        maximum = next(bound.le for bound in bounds if hasattr(bound, "le"))
+        return f"must be between {minimum} and {maximum}, got {value}"
+    if kind == "string_too_long":
         return f"is longer than {MAX_TEXT_LENGTH} characters"
-    if expected is not str and value not in get_args(expected):
-        return f"must be one of {', '.join(get_args(expected))}, got {value!r}"
-    if name == "federation" and not is_valid_federation_id(value):
-        return f"is not a federation id: {value!r}"
-    if name == "participant" and not is_valid_address(value):
-        return f"is not an Ethereum address: {value!r}"
-    if name in ("cid", "model_cid") and _CID_PATTERN.fullmatch(value) is None:
-        return f"is not a CID: {value!r}"
-    return None
+    if kind == "literal_error":
+        return f"must be one of {', '.join(get_args(PresenceStatus))}, got {value!r}"
+    if kind == "value_error":
+        return str(problem["ctx"]["error"])
+    return str(problem["msg"])
 
 
-_FIELD_TYPES: Final[dict[type[Message], dict[str, Any]]] = {
-    message_type: get_type_hints(message_type) for message_type in _MESSAGE_TYPES.values()
+def _schema_of(message_type: type[Message]) -> type[BaseModel]:
+    """A strict pydantic model of the message's fields, from its annotations (declared once, above)."""
+    hints = get_type_hints(message_type, include_extras=True)
+    fields: dict[str, Any] = {
+        field.name: (hints[field.name], ...) for field in dataclasses.fields(message_type)
+    }
+    schema: type[BaseModel] = create_model(
+        f"{message_type.__name__}Schema", __config__=ConfigDict(strict=True, extra="forbid"), **fields
+    )
+    return schema
+
+
+_SCHEMAS: Final[dict[type[Message], type[BaseModel]]] = {
+    message_type: _schema_of(message_type) for message_type in _MESSAGE_TYPES.values()
 }
