@@ -17,7 +17,12 @@ import sys
 import pytest
 import torch
 
-from agent.learning.aggregation.arithmetic import pairwise_sum
+from agent.learning.aggregation.arithmetic import (
+    odd_even_merge_comparators,
+    pairwise_row_sums,
+    pairwise_sum,
+    sorted_rows,
+)
 from agent.learning.aggregation.config import LEGACY_FEDAVG, RULE_NAMES, WEIGHTING_NAMES, AggregationConfig
 from agent.learning.merging import LabelledUpdate, merge_round, merge_updates
 from agent.learning.modes import TrainingMode
@@ -179,3 +184,20 @@ def test_pairwise_sum_of_nothing_and_of_float32() -> None:
     values = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
     pairwise_sum(values)
     assert values.tolist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("count", [*range(1, 21), 33, 64])
+def test_the_sorting_network_sorts_every_coordinate(count: int) -> None:
+    generator = torch.Generator().manual_seed(count)
+    rows = [torch.randn(50, dtype=torch.float64, generator=generator) for _ in range(count)]
+    rows[0][:5] = rows[-1][:5]  # ties
+    expected = torch.sort(torch.stack(rows), dim=0).values
+    assert torch.equal(torch.stack(sorted_rows(rows)), expected)
+
+
+def test_batchers_network_has_its_known_size_and_rows_sum_like_pairwise_sum() -> None:
+    assert len(odd_even_merge_comparators(16)) == 63  # Batcher's odd-even merge sort on 16 inputs
+    assert len(odd_even_merge_comparators(1)) == 0
+    matrix = torch.randn(4, 1000, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    sums = pairwise_row_sums(matrix).tolist()
+    assert sums == [pairwise_sum(row) for row in matrix]

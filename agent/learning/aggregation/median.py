@@ -4,8 +4,9 @@ Learning: Towards Optimal Statistical Rates", ICML).
 Every coordinate of the merged delta is the median of that coordinate over the updates (for an even
 count, the mean of the two middle values). Tolerates any minority of attackers (f < n/2): as long as most
 values of a coordinate are honest, its median lies within the honest values' range. Costs a sort per
-coordinate, O(d n log n), and statistical efficiency: with few honest updates the median is noisier than
-the mean (about 1.25x the standard error for Gaussian values), and it ignores sample counts.
+coordinate, done as a sorting network over whole tensors (O(d n log^2 n) element-wise comparisons), and
+statistical efficiency: with few honest updates the median is noisier than the mean (about 1.25x the
+standard error for Gaussian values), and it ignores sample counts.
 """
 
 from __future__ import annotations
@@ -14,17 +15,14 @@ from collections.abc import Sequence
 
 import torch
 
+from agent.learning.aggregation.arithmetic import sorted_rows
 from agent.learning.aggregation.contribution import Aggregate, Contribution
 
 
-def sorted_coordinates(contributions: Sequence[Contribution], name: str) -> torch.Tensor:
-    """[n, *shape] float64 values of tensor ``name``, sorted along the update axis.
-
-    The sort is stable over the canonical order, so even equal values that differ in sign (+0.0, -0.0)
-    land in the same place on every machine.
-    """
-    stacked = torch.stack([contribution.deltas[name] for contribution in contributions])
-    return torch.sort(stacked, dim=0, stable=True).values
+def sorted_coordinates(contributions: Sequence[Contribution], name: str) -> list[torch.Tensor]:
+    """Tensor ``name`` of every update, sorted coordinate by coordinate: item i holds the i-th smallest
+    value of each coordinate (a sorting network of exact minimum and maximum operations)."""
+    return sorted_rows([contribution.deltas[name] for contribution in contributions])
 
 
 class CoordinateMedian:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.learning.aggregation.arithmetic import pairwise_sum, sequential_sum
+import torch
+
+from agent.learning.aggregation.arithmetic import pairwise_row_sums, sequential_sum
 from agent.learning.aggregation.contribution import Aggregate, Contribution, Decision
 from agent.learning.aggregation.fedavg import weighted_mean
 
@@ -24,21 +26,30 @@ def assumed_attackers(count: int, attacker_fraction: float) -> int:
     return max(0, min(attackers, (count - 3) // 2))
 
 
-def squared_distance(first: Contribution, second: Contribution) -> float:
-    """||first - second||^2 over every tensor, in sorted name order."""
-    return sequential_sum(
-        pairwise_sum((first.deltas[name] - second.deltas[name]) ** 2) for name in sorted(first.deltas)
-    )
+def flattened(contribution: Contribution) -> torch.Tensor:
+    """Every tensor of an update, in sorted name order, as one float64 vector."""
+    return torch.cat([contribution.deltas[name].reshape(-1) for name in sorted(contribution.deltas)])
+
+
+def squared_distances(contributions: Sequence[Contribution]) -> list[list[float]]:
+    """||u_i - u_j||^2 for every pair, each a fixed-tree sum over the flattened updates; one update
+    against all later ones at a time, so the work is vectorised and memory stays at two n x d blocks."""
+    count = len(contributions)
+    vectors = torch.stack([flattened(contribution) for contribution in contributions])
+    distances = [[0.0] * count for _ in range(count)]
+    for first in range(count - 1):
+        differences = vectors[first + 1 :] - vectors[first]
+        sums = pairwise_row_sums(differences * differences).tolist()
+        for offset, distance in enumerate(sums):
+            second = first + 1 + offset
+            distances[first][second] = distances[second][first] = distance
+    return distances
 
 
 def krum_scores(contributions: Sequence[Contribution], attackers: int) -> list[float]:
     """Each update's sum of squared distances to its n - f - 2 closest others (all others if n <= 2)."""
     count = len(contributions)
-    distances = [[0.0] * count for _ in range(count)]
-    for first in range(count):
-        for second in range(first + 1, count):
-            distance = squared_distance(contributions[first], contributions[second])
-            distances[first][second] = distances[second][first] = distance
+    distances = squared_distances(contributions)
     neighbours = max(1, count - attackers - 2) if count > 2 else count - 1
     scores = []
     for index in range(count):

@@ -4,7 +4,8 @@ Distributed Learning: Towards Optimal Statistical Rates", ICML).
 For every coordinate, the k = floor(beta * n) largest and k smallest values over the updates are cut and
 the rest averaged. Tolerates up to k attackers per coordinate (f <= beta * n, beta < 1/2): whatever they
 send, each surviving value is bounded by honest ones. With beta = 0.3 that is 1 of 5 and 2 of 7. Costs a
-sort per coordinate, O(d n log n); keeps n - 2k values, so it is closer to the mean than the median is.
+sort per coordinate (a sorting network, O(d n log^2 n)); keeps n - 2k values, so it is closer to the
+mean than the median is.
 Unweighted: a claimed sample count does not move an order statistic.
 """
 
@@ -38,7 +39,7 @@ class TrimmedMean:
         delta: dict[str, torch.Tensor] = {}
         for name in sorted(contributions[0].deltas):
             ordered = sorted_coordinates(contributions, name)
-            accumulated = torch.zeros(ordered.shape[1:], dtype=torch.float64)
+            accumulated = torch.zeros(ordered[0].shape, dtype=torch.float64)
             for row in range(cut, count - cut):
                 accumulated = accumulated + ordered[row]
             delta[name] = accumulated / float(kept)
