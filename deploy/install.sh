@@ -261,7 +261,7 @@ import sys
 from pathlib import Path
 
 from agent.errors import LayerfedError
-from agent.identity import load_or_create_account
+from agent.adapters.account_identity import load_or_create_account
 
 try:
     print(load_or_create_account(Path(sys.argv[1])).address)

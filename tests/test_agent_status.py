@@ -157,6 +157,7 @@ def test_status_works_with_no_agent_and_no_services(
     assert "not running (no status file" in output
     assert "no round started on this device yet" in output
     assert "chain" in output and "unavailable" in output
+    assert "store" in output  # the default IPFS node is not running either: the section says so
     assert "free of" in output  # disk
     assert "available of" in output  # memory
 

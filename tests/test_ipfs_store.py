@@ -116,3 +116,15 @@ def test_a_stopped_node_gives_a_clear_error_and_a_restarted_one_works(ipfs_node:
 def test_bad_settings_are_configuration_errors(arguments: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         IpfsContentStore(**arguments)
+
+
+def test_unpinned_content_is_collected_and_the_repository_size_is_known(ipfs_address: str) -> None:
+    store = IpfsContentStore(ipfs_address)
+    kept, dropped = store.put(payload(300_000)), store.put(payload(300_001))  # no chunk in common
+    before = store.stored_bytes()
+    assert before > 600_000
+    store.unpin(dropped)
+    store.unpin(dropped)  # idempotent: no longer pinned is not an error
+    store.garbage_collect()
+    assert store.has(kept) and not store.has(dropped)
+    assert store.stored_bytes() < before

@@ -59,6 +59,21 @@ class InMemoryContentStore:
         with self._lock:
             return name in self._contents
 
+    def unpin(self, cid: str) -> None:
+        with self._lock:
+            self._pinned.discard(self._canonical(cid))
+
+    def garbage_collect(self) -> list[str]:
+        with self._lock:
+            removed = sorted(set(self._contents) - self._pinned)
+            for cid in removed:
+                del self._contents[cid]
+        return removed
+
+    def stored_bytes(self) -> int:
+        with self._lock:
+            return sum(len(data) for data in self._contents.values())
+
     def tamper(self, cid: str, data: bytes) -> None:
         """Replace the bytes kept under ``cid`` (a test of what a reader does with a lying store)."""
         with self._lock:

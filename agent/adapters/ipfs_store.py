@@ -125,6 +125,30 @@ class IpfsContentStore:
             return False
         return True
 
+    def unpin(self, cid: str) -> None:
+        """Remove this node's recursive pin of ``cid``; content that is not pinned is left as it is."""
+        name = _canonical_from_caller(cid)
+        try:
+            self._call(f"pin rm {cid}", lambda: self._client.pin.rm(name))
+        except ContentNotFoundError:  # "not pinned": nothing to do
+            return
+
+    def garbage_collect(self) -> list[str]:
+        """Run the node's repository garbage collection; return the CIDs of the blocks it removed."""
+        removed = self._call("repo gc", lambda: self._client.repo.gc(quiet=False))
+        names = [str(entry.get("Key", {}).get("/", "")) for entry in removed or () if isinstance(entry, dict)]
+        return [name for name in names if name]
+
+    def stored_bytes(self) -> int:
+        """The node's repository size (``repo stat``): this device's share of the network's content."""
+        statistics = self._call("repo stat", lambda: self._client.repo.stat())
+        try:
+            return int(statistics["RepoSize"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ContentStoreError(
+                f"the IPFS node answered repo stat without a size: {statistics!r}"
+            ) from error
+
     def _node_timeout(self) -> str:
         return f"{self._timeout}s"
 

@@ -98,6 +98,13 @@ class LocalContentStore:
         except ContentNotFoundError:
             return False
 
+    def stored_bytes(self) -> int:
+        """The size of every file of content in the directory."""
+        try:
+            return sum(path.stat().st_size for path in self._blocks.iterdir())
+        except OSError as error:
+            raise ContentStoreError(f"cannot measure the content store in {self._root}: {error}") from error
+
     def pinned(self) -> frozenset[str]:
         """Return the CIDs pinned in this store."""
         try:

@@ -75,6 +75,7 @@ class AgentSection(_Section):
     backend: str = "torch"  # training backend: "torch", or "ort" (extra layerfed[ort], x86_64 only)
     backend_cache_directory: str = ""  # what "ort" builds per stage (default: state_directory/backend-cache)
     training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
+    keep_canonical_models: int = 2  # canonical models of past rounds kept in the store (at least 1)
 
 
 class _Document(_Section):
@@ -193,5 +194,7 @@ def _check_agent_section(config: AgentConfig) -> None:
         )
     if not 0 <= agent.metrics_port < 65536:
         raise ConfigurationError(f"{path}: agent.metrics_port {agent.metrics_port} is not a TCP port or 0")
+    if agent.keep_canonical_models < 1:
+        raise ConfigurationError(f"{path}: agent.keep_canonical_models must be at least 1")
     if agent.training_checkpoint_seconds < 0:
         raise ConfigurationError(f"{path}: agent.training_checkpoint_seconds must be 0 (off) or positive")

@@ -103,6 +103,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
             options=EngineOptions(
                 poll_seconds=config.agent.poll_seconds,
                 training_checkpoint_seconds=config.agent.training_checkpoint_seconds,
+                keep_canonical_models=config.agent.keep_canonical_models,
             ),
             backend=backend,
         )

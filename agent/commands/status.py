@@ -23,12 +23,15 @@ from pathlib import Path
 
 from agent.adapters.account_identity import PERSONAL_SIGN, create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, RetryPolicy, connect_rpc
+from agent.adapters.ipfs_store import IpfsContentStore
+from agent.adapters.local_store import LocalContentStore
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
 from agent.commands.agent_config import AgentConfig
 from agent.commands.agent_status import StatusFile, is_running
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.training_step import TRAINING_STEP_FILE
 from agent.errors import ConfigurationError, LayerfedError
+from agent.ports.content_store import ContentStore
 from agent.protocol.messages import Presence, decode
 from agent.protocol.topics import FederationTopics
 
@@ -63,6 +66,7 @@ def status_report(config: AgentConfig, now: float | None = None) -> StatusReport
     _gather(report, "chain", lambda: _chain_lines(config, now, report))
     _gather(report, "peers", lambda: _peer_lines(config, report.participants))
     _gather(report, "disk", lambda: _disk_lines(config))
+    _gather(report, "store", lambda: _store_lines(config))
     _gather(report, "memory", _memory_lines)
     return report
 
@@ -228,6 +232,22 @@ def _disk_lines(config: AgentConfig) -> list[str]:
     return [
         f"{_megabytes(usage.free)} free of {_megabytes(usage.total)} "
         f"({usage.free / usage.total:.0%}) in {config.agent.state_directory}"
+    ]
+
+
+def _store_lines(config: AgentConfig) -> list[str]:
+    """How much the content store holds (it stays bounded: agent.engine.retention)."""
+    store: ContentStore
+    if config.store.kind == "local":
+        if not Path(config.store.directory).is_dir():
+            return [f"empty: no content directory {config.store.directory} yet"]
+        store, where = LocalContentStore(Path(config.store.directory)), config.store.directory
+    else:  # one attempt, a short timeout: status is most needed when the node is down
+        store = IpfsContentStore(config.store.address, timeout=CHAIN_TIMEOUT_SECONDS, attempts=1)
+        where = config.store.address
+    return [
+        f"{_megabytes(store.stored_bytes())} of updates and models ({config.store.kind}, {where}), "
+        f"keeping {config.agent.keep_canonical_models} past canonical models"
     ]
 
 

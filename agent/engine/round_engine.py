@@ -25,6 +25,7 @@ import torch
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
+from agent.engine.retention import ContentRetention
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
 from agent.errors import (
@@ -75,6 +76,9 @@ class EngineOptions:
     fetch_attempts: int = 5
     retry_seconds: float = 2.0
     training_checkpoint_seconds: float = 0.0  # also save training progress this often (0: only on stop)
+    keep_canonical_models: int = (
+        2  # canonical models of past rounds kept in the store (agent.engine.retention)
+    )
 
 
 class RoundEngine:
@@ -118,6 +122,9 @@ class RoundEngine:
         }
         self._prefetched: dict[str, bytes] = {}
         self._last_finalized = -1
+        self.retention = ContentRetention(
+            ledger, store, self.federation.settings.genesis_model_cid, self.options.keep_canonical_models
+        )
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -418,6 +425,14 @@ class RoundEngine:
         self.statistics.add("transactions", 1)
         self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
 
+    def _collect_content(self, current_round: int) -> None:
+        """Let the store drop what finished rounds left (agent.engine.retention); never fatal."""
+        checkpoint = self.checkpoints.load()
+        try:
+            self.retention.collect(current_round, (checkpoint.update_cid, checkpoint.merged_model_cid))
+        except LayerfedError as failure:
+            logger.warning("round %d: could not collect old content: %s", current_round, failure)
+
     def _note_progress(self, state: RoundState) -> None:
         if state.finalized_rounds > self._last_finalized:
             if self._last_finalized >= 0:
@@ -427,6 +442,7 @@ class RoundEngine:
             self._last_finalized = state.finalized_rounds
             self._prefetched.clear()
             self.inbox.guard.advance(state.number)
+            self._collect_content(state.number)
         self.inbox.current_round = state.number
 
 

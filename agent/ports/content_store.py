@@ -40,3 +40,15 @@ class ContentStore(Protocol):
     def has(self, cid: str) -> bool:
         """Tell whether this store keeps the content itself, without asking any other peer."""
         ...
+
+    def unpin(self, cid: str) -> None:
+        """This device no longer needs ``cid``: garbage collection may remove it. Idempotent."""
+        ...
+
+    def garbage_collect(self) -> list[str]:
+        """Remove content nothing pins (and what crashed writers left); return the CIDs removed."""
+        ...
+
+    def stored_bytes(self) -> int:
+        """How many bytes this store holds on this device (for ``layerfed status``)."""
+        ...
