@@ -5,7 +5,7 @@ Coordinator, an in-process MQTT broker and one local content-addressed directory
 an IPFS network would share content). Given :class:`ExternalServices`, the same peers use a JSON-RPC node
 (whose unlocked first account funds them, as anvil's does), an IPFS node and an MQTT broker instead.
 Each peer gets its own key, state directory, ledger adapter and bus connection, and runs the same round
-engine a device runs.
+engine a device runs. Membership is an allowlist of the peers' accounts unless told otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttProtocol, MqttSettings
 from agent.commands.presence import online_and_last_will
-from agent.engine.federation import federation_settings
+from agent.engine.federation import DEFAULT_STRIKE_LIMIT, DEFAULT_SUSPENSION_ROUNDS, federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.identity import load_or_create_account
 from agent.learning.backends import TrainingBackend
@@ -40,6 +40,7 @@ from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
+from agent.ports.ledger import Membership
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ class LocalFederation:
         quorum: int | None = None,
         round_duration_seconds: int = 3600,
         services: ExternalServices | None = None,
+        membership: Membership = Membership.ALLOWLIST,
+        strike_limit: int = DEFAULT_STRIKE_LIMIT,
+        suspension_rounds: int = DEFAULT_SUSPENSION_ROUNDS,
     ) -> None:
         self.config = config
         self.work_directory = work_directory
@@ -95,8 +99,16 @@ class LocalFederation:
             rounds_per_stage,
             quorum=quorum or peers,
             round_duration_seconds=round_duration_seconds,
+            membership=membership,
+            strike_limit=strike_limit,
+            suspension_rounds=suspension_rounds,
         )
-        self.contract_address = deploy_coordinator(self.chain, self.deployer, self.settings)
+        self.contract_address = deploy_coordinator(
+            self.chain,
+            self.deployer,
+            self.settings,
+            allowlist=[account.address for account in self.accounts],
+        )
         self.federation_id = self.contract_address.lower()
         self.broker = EmbeddedBroker()
         if services is None:

@@ -8,7 +8,9 @@ prefetch) -> fetch, verify and validate every submitted update -> merge determin
 
 Every step is idempotent and driven by what the chain says, with :mod:`agent.engine.checkpoint` for what
 only this device knows, so a restart at any point resumes without redoing or losing work, and a device
-that joins late starts from the latest canonical model.
+that joins late starts from the latest canonical model. A device the chain suspended (its record crossed
+the federation's strike limit) skips training and waits until its suspension is over, helping meanwhile
+to close expired rounds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,7 @@ from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, validate_update
 from agent.ports.content_store import ContentStore
-from agent.ports.ledger import Ledger, RoundPhase, RoundState
+from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
 from models.seeding import derive_seed
@@ -105,6 +107,8 @@ class RoundEngine:
         }
         self._prefetched: dict[str, bytes] = {}
         self._last_finalized = -1
+        self._suspension_checked_round = 0
+        self._suspended_until = 0
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -138,7 +142,8 @@ class RoundEngine:
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
-        if state.phase is RoundPhase.SUBMISSION and not self._has_submitted(state.number):
+        submitting = state.phase is RoundPhase.SUBMISSION
+        if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
             self._train_and_submit(state)
             return True
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
@@ -150,6 +155,24 @@ class RoundEngine:
                 self._transact(self.ledger.close_expired_round)
             return True
         return False
+
+    def _suspended(self, round_number: int) -> bool:
+        """Whether the chain refuses this device's update to ``round_number`` (read once per round)."""
+        if self._suspension_checked_round != round_number:
+            self._suspension_checked_round = round_number
+            record = self.ledger.participant_record(self.account.address)
+            self._suspended_until = record.suspended_until_round
+            if record.suspended_in(round_number):
+                self.statistics.add("rounds_suspended", 1)
+                logger.warning(
+                    "round %d: suspended until round %d is over (record: %d withheld, %d other models "
+                    "attested); waiting",
+                    round_number,
+                    record.suspended_until_round,
+                    record.withheld,
+                    record.attested_other,
+                )
+        return round_number <= self._suspended_until
 
     def _wait(self, stop: threading.Event) -> None:
         """Wait for the next message (prefetching announced updates) or the poll interval."""
@@ -236,7 +259,7 @@ class RoundEngine:
             base = self._model(base_cid)
             updates = [
                 (submission.participant, update)
-                for submission in self.ledger.submissions(state.number)
+                for submission in unique_updates(self.ledger.submissions(state.number))
                 if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
                 is not None
             ]
@@ -411,6 +434,21 @@ class RoundEngine:
             self._prefetched.clear()
             self.inbox.guard.advance(state.number)
         self.inbox.current_round = state.number
+
+
+def unique_updates(submissions: Iterable[Submission]) -> list[Submission]:
+    """The first submission of each CID, in chain order.
+
+    Counting one CID twice would double its weight in the merge; contracts since version 2 refuse a CID
+    already submitted to the round, and this keeps the merge safe on any ledger.
+    """
+    seen: set[str] = set()
+    unique = []
+    for submission in submissions:
+        if submission.update_cid not in seen:
+            seen.add(submission.update_cid)
+            unique.append(submission)
+    return unique
 
 
 def _now_milliseconds() -> int:
