@@ -142,7 +142,8 @@ class RoundEngine:
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
-        submitting = state.phase is RoundPhase.SUBMISSION
+        expired = state.expired or time.time() > state.deadline
+        submitting = state.phase is RoundPhase.SUBMISSION and not expired  # else the submission is refused
         if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
             self._train_and_submit(state)
             return True
@@ -150,7 +151,7 @@ class RoundEngine:
             self._merge_and_attest(state)
             return True
         open_phase = state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION)
-        if open_phase and (state.expired or time.time() > state.deadline):
+        if open_phase and expired:
             with self.statistics.measure("transaction"):
                 self._transact(self.ledger.close_expired_round)
             return True
