@@ -84,7 +84,8 @@ contract Coordinator {
         uint64 lastSubmittedRound;
     }
 
-    /// @notice One round's public state.
+    /// @notice One round's public state. `attestationExpired`: the round failed at its attestation deadline,
+    /// so its submitters that did not attest withheld (a strike), unlike a round that fails early.
     struct RoundInfo {
         uint32 stage;
         Phase phase;
@@ -93,6 +94,7 @@ contract Coordinator {
         uint32 attestationCount;
         uint8 canonicalCodec;
         bytes32 canonicalDigest;
+        bool attestationExpired;
     }
 
     /// @notice One update submitted to a round.
@@ -791,7 +793,8 @@ contract Coordinator {
             stored.submissionCount,
             stored.attestationCount,
             stored.canonicalCodec,
-            stored.canonicalDigest
+            stored.canonicalDigest,
+            stored.attestationExpired
         );
     }
 

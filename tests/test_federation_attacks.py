@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -58,7 +59,7 @@ class DissentingLedger:
 
 
 def run_federation(
-    federation: LocalFederation, malicious: dict[int, type[WithholdingLedger] | type[DissentingLedger]]
+    federation: LocalFederation, malicious: Mapping[int, type[WithholdingLedger] | type[DissentingLedger]]
 ) -> tuple[list[RoundEngine], dict[int, str]]:
     """Run every peer, the ``malicious`` ones through their wrapper; the honest ones' final model CIDs."""
     engines = []

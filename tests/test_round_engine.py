@@ -16,14 +16,14 @@ import torch
 from eth_account import Account
 
 from agent.commands.local_federation import LocalFederation
-from agent.engine.round_engine import EngineOptions
+from agent.engine.round_engine import EngineOptions, unique_updates
 from agent.errors import LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.learning.update import ModelUpdate, expected_update_names
-from agent.ports.ledger import RoundPhase
+from agent.ports.ledger import RoundPhase, Submission
 from agent.protocol.messages import UpdateAnnounced, encode, topic_of
 from models.spec import EncoderSpec
 
@@ -140,6 +140,36 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFede
     engine._handle_message(announcement)
     assert engine.statistics.snapshot().rejected_messages == 1
     assert announcement.cid not in engine._prefetched
+
+
+def test_an_announcement_of_another_peers_cid_is_rejected(federation: LocalFederation) -> None:
+    """A free-rider announcing (signed, registered) a CID that the chain records under another submitter."""
+    engine = federation.engine(0, shard(0))
+    author, free_rider = (federation.ledger(federation.accounts[index]) for index in (1, 2))
+    author.register()
+    free_rider.register()
+    cid = federation.store.put(bad_update("zeros", 1))
+    author.submit_update(1, cid, 16)
+    announcement = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=1,
+        stage=1,
+        participant=free_rider.account,
+        cid=cid,
+        samples=16,
+        sent_at=0,
+    )
+    engine._handle_message(announcement)
+    assert engine.statistics.snapshot().rejected_messages == 1
+    assert cid not in engine._prefetched
+
+
+def test_the_merge_counts_each_cid_once() -> None:
+    """Coordinator v2 refuses a duplicate CID; the engine does not rely on it."""
+    first = Submission(participant="0xA", update_cid="bafkreione", samples=10)
+    copy = Submission(participant="0xB", update_cid="bafkreione", samples=99)
+    other = Submission(participant="0xC", update_cid="bafkreitwo", samples=10)
+    assert unique_updates([first, copy, other, copy]) == [first, other]
 
 
 def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> None:

@@ -243,7 +243,7 @@ class EthereumLedger:
 
     def current_round(self) -> RoundState:
         number, info, finalized, complete, chain_time = self._read("currentState")
-        stage, phase, deadline, submission_count, attestation_count, _codec, _digest = info
+        stage, phase, deadline, submission_count, attestation_count, _codec, _digest, _expired = info
         return RoundState(
             number=int(number),
             stage=int(stage),
@@ -300,9 +300,8 @@ class EthereumLedger:
 
     def round_summary(self, round_number: int) -> RoundSummary:
         _require_unsigned("round_number", round_number, 256)
-        stage, phase, _deadline, submission_count, attestation_count, codec, digest = self._read(
-            "roundInfo", round_number
-        )
+        info = self._read("roundInfo", round_number)
+        stage, phase, _deadline, submission_count, attestation_count, codec, digest, expired = info
         return RoundSummary(
             number=round_number,
             stage=int(stage),
@@ -310,6 +309,7 @@ class EthereumLedger:
             submission_count=int(submission_count),
             attestation_count=int(attestation_count),
             canonical_model_cid=None if bytes(digest) == _ZERO_DIGEST else cid_from_chain(codec, digest),
+            attestation_expired=bool(expired),
         )
 
     def attestations(self, round_number: int) -> tuple[Attestation, ...]:

@@ -157,6 +157,7 @@ class RoundSummary:
     submission_count: int
     attestation_count: int
     canonical_model_cid: str | None  # None unless finalized
+    attestation_expired: bool  # failed at its attestation deadline: its silent submitters withheld
 
 
 @dataclass(frozen=True)
