@@ -8,7 +8,8 @@ with its own key and sends them raw, so no node ever holds a device's key.
 Boundary translations, done here once:
 
 * CIDs: the port speaks CIDv1 strings; the contract stores a sha2-256 digest and a codec (raw or dag-pb),
-  which keeps ``submitUpdate`` under 100k gas where a CID string would cost about 150k.
+  which keeps ``submitUpdate`` near 100k gas (under 120k with the record and the duplicate check) where a
+  CID string would cost about 150k.
 * Reverts become :class:`ContractRevertError` whose ``reason`` is the decoded custom error with its
   arguments (``"CoordinatorRoundClosed(3)"``), decoded from the 4-byte selector against the contract's ABI.
 * A transport failure (OSError: refused connection, timeout, HTTP error) is retried with exponential
