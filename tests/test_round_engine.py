@@ -17,7 +17,7 @@ from eth_account import Account
 
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions, unique_updates
-from agent.errors import LedgerError
+from agent.errors import ConfigurationError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
@@ -162,6 +162,14 @@ def test_an_announcement_of_another_peers_cid_is_rejected(federation: LocalFeder
     engine._handle_message(announcement)
     assert engine.statistics.snapshot().rejected_messages == 1
     assert cid not in engine._prefetched
+
+
+def test_a_device_not_admitted_is_told_how_to_join(tmp_path: Path) -> None:
+    with LocalFederation(TINY, peers=1, rounds_per_stage=1, work_directory=tmp_path) as federation:
+        federation.observer.disallow(federation.accounts[0].address)  # the observer is the deployer
+        engine = federation.engine(0, shard(0))
+        with pytest.raises(ConfigurationError, match="layerfed contract admit"):
+            engine.run(threading.Event())
 
 
 def test_the_merge_counts_each_cid_once() -> None:

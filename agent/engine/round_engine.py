@@ -30,7 +30,13 @@ from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
-from agent.errors import ContractRevertError, LayerfedError, NetworkError, UpdateRejectedError
+from agent.errors import (
+    ConfigurationError,
+    ContractRevertError,
+    LayerfedError,
+    NetworkError,
+    UpdateRejectedError,
+)
 from agent.learning.backends import TrainingBackend
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
@@ -138,7 +144,16 @@ class RoundEngine:
         if self.ledger.is_participant(self.account.address):
             return
         with self.statistics.measure("transaction"):
-            self._transact(self.ledger.register)
+            try:
+                self._transact(self.ledger.register)
+            except ContractRevertError as revert:
+                if not (revert.reason or "").startswith("CoordinatorNotAllowed"):
+                    raise
+                raise ConfigurationError(
+                    f"{self.account.address} may not join this federation yet: its membership is "
+                    "permissioned; ask the deployer (or, by vote, the members) to run "
+                    f"`layerfed contract admit {self.account.address}`"
+                ) from revert
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
