@@ -65,6 +65,7 @@ CODEC_DAG_PB = 0x70
 _SUPPORTED_CODECS = frozenset({CODEC_RAW, CODEC_DAG_PB})
 _ZERO_DIGEST = bytes(32)
 
+COORDINATOR_VERSION = 2  # the contract version this adapter's ABI describes
 DEFAULT_FUNDING_WEI = 10**21  # 1,000 ether: thousands of rounds of gas on the embedded chain
 # ---------------------------------------------------------------------------------------------- CIDs
 
@@ -240,6 +241,19 @@ class EthereumLedger:
     # -------------------------------------------------------------------- rounds
 
     def settings(self) -> FederationSettings:
+        """The settings; ConfigurationError for a Coordinator of another version (its ABI differs)."""
+        try:
+            version = int(self._read("version"))
+        except ContractRevertError as error:  # no version(): a Coordinator of version 1
+            raise ConfigurationError(
+                f"the contract at {self.contract_address} is not a Coordinator of version "
+                f"{COORDINATOR_VERSION}: a federation keeps the agent release it was deployed with"
+            ) from error
+        if version != COORDINATOR_VERSION:
+            raise ConfigurationError(
+                f"the Coordinator at {self.contract_address} is version {version}; "
+                f"this agent speaks version {COORDINATOR_VERSION}"
+            )
         return _settings_from_chain(self._read("settings"))
 
     def current_round(self) -> RoundState:
