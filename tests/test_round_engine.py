@@ -17,7 +17,7 @@ from eth_account import Account
 
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import EngineOptions, unique_updates
-from agent.errors import ConfigurationError, LedgerError
+from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
@@ -295,3 +295,21 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
         assert len(results) == 2 and late_results[0] == results[0] == results[1]
         assert late.statistics.snapshot().bytes_downloaded > 0
         assert late.account.address in federation.observer.participants()
+
+
+class RefusingLedger(CrashingLedger):
+    """Reports a clean record but the chain refuses the update, as if suspended since the record was read."""
+
+    def submit_update(self, round_number: int, update_cid: str, samples: int) -> None:
+        raise ContractRevertError("refused", reason=f"CoordinatorSuspended(0xA, {round_number})")
+
+
+def test_a_peer_refused_as_suspended_waits_for_the_next_round(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0))
+    engine.ledger = RefusingLedger(engine.ledger)  # type: ignore[assignment]
+    engine.ledger.register()
+    state = engine.ledger.current_round()
+    assert engine._act(state)  # trains, is refused, and does not raise
+    assert engine.statistics.snapshot().updates_trained == 1
+    assert not engine._act(state)  # nothing more to do this round: no retraining, no resubmission
+    assert engine.statistics.snapshot().updates_trained == 1

@@ -243,11 +243,18 @@ class RoundEngine:
                 cid,
             )
         with self.statistics.measure("transaction"):
-            self._transact(
-                lambda: self.ledger.submit_update(
-                    state.number, checkpoint.update_cid, checkpoint.update_samples
+            try:
+                self._transact(
+                    lambda: self.ledger.submit_update(
+                        state.number, checkpoint.update_cid, checkpoint.update_samples
+                    )
                 )
-            )
+            except ContractRevertError as revert:
+                if not (revert.reason or "").startswith("CoordinatorSuspended"):
+                    raise
+                logger.warning("round %d: the chain refused the update: %s", state.number, revert.reason)
+                self._suspended_until = max(self._suspended_until, state.number)
+                return
         announcement = UpdateAnnounced(
             federation=self.federation_id,
             round=state.number,
