@@ -26,7 +26,7 @@ from agent.learning.simulation import initial_state
 from agent.ports.ledger import Ledger, RoundPhase
 from tests.test_round_engine import TINY, shard
 
-ROUND_SECONDS = 12  # each phase's window: short, since the attacks make honest peers wait for deadlines
+ROUND_SECONDS = 15  # each phase's window: short, since the attacks make honest peers wait for deadlines
 TIMEOUT_SECONDS = 240.0
 
 
