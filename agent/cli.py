@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent(commands)
     _add_contract(commands)
     _add_status(commands)
+    _add_federation(commands)
     return parser
 
 
@@ -140,7 +141,19 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     deploy.add_argument("--quorum", type=int, required=True, help="submissions that close a round")
     deploy.add_argument("--round-duration", type=int, default=3600, help="seconds per phase (default 3600)")
     deploy.add_argument(
-        "--allow", action="append", default=[], help="allowlist an address (closed membership)"
+        "--allow", action="append", default=[], help="allow an address (or found, by vote); repeatable"
+    )
+    deploy.add_argument("--allowlist", type=Path, default=None, help="file of addresses to allow, one a line")
+    deploy.add_argument(
+        "--membership",
+        default="allowlist",
+        help="allowlist (default: the deployer admits), vote (members admit by majority), open (demos only)",
+    )
+    deploy.add_argument(
+        "--strike-limit", type=int, default=None, help="strikes in a row that suspend (default 2; 0: never)"
+    )
+    deploy.add_argument(
+        "--suspension-rounds", type=int, default=None, help="first suspension in rounds (default 4, doubling)"
     )
     deploy.add_argument("--ipfs", default="/ip4/127.0.0.1/tcp/5001/http", help="IPFS RPC API multiaddress")
     deploy.add_argument(
@@ -148,10 +161,69 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     add_aggregation_arguments(deploy)
     deploy.set_defaults(handler=_deploy_contract)
+    admit = actions.add_parser(
+        "admit",
+        help="let devices register: allow them (deployer key) or vote for them (a member's key, by vote)",
+        description="Allow addresses on a permissioned federation, or vote for them when members admit.",
+    )
+    admit.add_argument("addresses", nargs="*", help="addresses to admit")
+    admit.add_argument("--file", type=Path, default=None, help="file of addresses to admit, one a line")
+    admit.add_argument("--chain-url", required=True, help="JSON-RPC URL of an Ethereum node")
+    admit.add_argument("--contract", required=True, help="the Coordinator's address")
+    admit.add_argument("--key-file", type=Path, required=True, help="the deployer's key, or a member's")
+    admit.set_defaults(handler=_admit)
+
+
+def _admit(arguments: argparse.Namespace) -> int:
+    from agent.commands.membership import admit_addresses
+
+    for line in admit_addresses(
+        arguments.chain_url, arguments.contract, arguments.key_file, arguments.addresses, arguments.file
+    ):
+        print(line)
+    return 0
+
+
+def _add_federation(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    federation = commands.add_parser(
+        "federation", help="the whole federation, as the chain records it", description="The federation."
+    )
+    actions = federation.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser(
+        "status",
+        help="per round: who submitted, who attested what, which model finalized; each participant's record",
+        description="Read the Coordinator alone (any machine that reaches the chain) and print the rounds, "
+        "a participant-by-round grid and every participant's record.",
+    )
+    status.add_argument(
+        "--config", type=Path, default=None, help="take the chain and contract from an agent configuration"
+    )
+    status.add_argument("--chain-url", default=None, help="JSON-RPC URL of an Ethereum node")
+    status.add_argument("--contract", default=None, help="the Coordinator's address")
+    status.add_argument("--rounds", type=int, default=20, help="how many recent rounds to show (default 20)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    status.set_defaults(handler=_federation_status)
+
+
+def _federation_status(arguments: argparse.Namespace) -> int:
+    from agent.commands.federation_status import read_federation_status
+
+    status = read_federation_status(
+        arguments.config, arguments.chain_url, arguments.contract, rounds_shown=max(1, arguments.rounds)
+    )
+    print(status.to_json() if arguments.json else status.render())
+    return 0
 
 
 def _deploy_contract(arguments: argparse.Namespace) -> int:
-    from agent.commands.deploy import default_recipe, deploy_federation, load_recipe, select_store
+    from agent.commands.deploy import (
+        default_recipe,
+        deploy_federation,
+        load_allowlist,
+        load_recipe,
+        parse_membership,
+        select_store,
+    )
 
     if arguments.recipe and any_aggregation_argument(arguments):
         raise ConfigurationError("give the aggregation rule in the recipe or as options, not both")
@@ -168,7 +240,10 @@ def _deploy_contract(arguments: argparse.Namespace) -> int:
         rounds_per_stage=arguments.rounds_per_stage,
         quorum=arguments.quorum,
         round_duration_seconds=arguments.round_duration,
-        allowlist=tuple(arguments.allow),
+        allowlist=(*arguments.allow, *(load_allowlist(arguments.allowlist) if arguments.allowlist else ())),
+        membership=parse_membership(arguments.membership),
+        strike_limit=arguments.strike_limit,
+        suspension_rounds=arguments.suspension_rounds,
     )
     print(f"contract {deployment.contract_address}")
     print(f"genesis model {deployment.genesis_model_cid}")

@@ -11,6 +11,9 @@ pragma solidity ^0.8.28;
 /// anyone may call `closeExpiredRound`; a submission phase with at least one update closes with what arrived
 /// and attestation gets a fresh window; one with no update, or an attestation window that ends without a
 /// strict majority, fails the round and the previous canonical model carries over.
+/// Version 2 (see README.md) adds, all fixed at deployment: a membership mode (allowlist, open, or admission by
+/// a majority vote of the members), a cap on the samples an update may claim, one update per CID and round, and
+/// a per-participant record of every round it submitted to, whose strikes suspend it for a number of rounds.
 contract Coordinator {
     /// @notice How the federation trains the encoder: layer-wise, progressive, or end to end.
     enum TrainingMode {
@@ -26,6 +29,15 @@ contract Coordinator {
         Attestation,
         Finalized,
         Failed
+    }
+
+    /// @notice Who may register. `Allowlist`: accounts the deployer `allow`s. `Open`: anyone (demos only: one
+    /// person can register many accounts). `Vote`: the deployer allows the founding members before the first
+    /// registration; after it an account may register once a strict majority of the members voted to admit it.
+    enum Membership {
+        Allowlist,
+        Open,
+        Vote
     }
 
     /// @notice Why a round failed.
@@ -47,10 +59,33 @@ contract Coordinator {
         uint8 genesisCodec;
         bytes32 genesisDigest;
         uint64 federationSeed;
-        bool openMembership;
+        uint8 membership;
+        uint64 maximumSamples;
+        uint32 strikeLimit;
+        uint32 suspensionRounds;
     }
 
-    /// @notice One round's public state.
+    /// @notice What a participant did in the rounds it submitted to, once each round is over.
+    /// @dev `submitted` counts rounds that are over. In a finalized round a submitter attested the canonical
+    /// model, attested another, or did not attest (harmless: the majority did not need it). `withheld` counts
+    /// rounds that failed at their attestation deadline without its attestation. Attesting another model and
+    /// withholding are strikes; `strikeLimit` strikes in a row suspend the participant until round
+    /// `suspendedUntil` is over (the suspension doubles each time, `suspensions` counts them). Attesting the
+    /// canonical model clears the strikes.
+    struct ParticipantRecord {
+        uint32 submitted;
+        uint32 attestedCanonical;
+        uint32 attestedOther;
+        uint32 notAttested;
+        uint32 withheld;
+        uint8 strikes;
+        uint8 suspensions;
+        uint64 suspendedUntil;
+        uint64 lastSubmittedRound;
+    }
+
+    /// @notice One round's public state. `attestationExpired`: the round failed at its attestation deadline,
+    /// so its submitters that did not attest withheld (a strike), unlike a round that fails early.
     struct RoundInfo {
         uint32 stage;
         Phase phase;
@@ -59,6 +94,7 @@ contract Coordinator {
         uint32 attestationCount;
         uint8 canonicalCodec;
         bytes32 canonicalDigest;
+        bool attestationExpired;
     }
 
     /// @notice One update submitted to a round.
@@ -78,6 +114,7 @@ contract Coordinator {
     }
 
     /// @dev Packed into one slot, so that a submission or an attestation rewrites a single word.
+    /// `attestationExpired`: the round failed at its attestation deadline (its silent submitters withheld).
     struct Round {
         uint64 deadline;
         uint32 stage;
@@ -86,21 +123,44 @@ contract Coordinator {
         uint32 leadingAttestations;
         Phase phase;
         uint8 canonicalCodec;
+        bool attestationExpired;
         bytes32 canonicalDigest;
     }
 
-    /// @dev One slot per account. The last rounds it submitted to and attested in make the
-    /// one-per-round checks free: rounds only grow, and only the current round accepts either.
+    /// @dev Two slots per account. The last rounds it submitted to and attested in make the one-per-round
+    /// checks free: rounds only grow, and only the current round accepts either. The record is folded lazily:
+    /// the counters cover every round it submitted to but the last, which `_fold` adds once it is over (at
+    /// the next submission, or on the fly in `record`). A fold depends only on stored values, so a submission
+    /// refused for suspension loses nothing: the next attempt folds the same round the same way.
     struct Member {
         bool allowed;
         bool registered;
         uint32 position;
         uint64 lastSubmittedRound;
         uint64 lastAttestedRound;
+        uint8 strikes;
+        uint8 suspensions;
+        uint64 suspendedUntil;
+        // second slot, written non-zero at registration so that the first attestation costs what later ones do
+        bool recordOpened;
+        bytes16 attestedModel;
+        uint24 submitted;
+        uint24 attestedCanonical;
+        uint24 attestedOther;
+        uint24 notAttested;
+        uint24 withheld;
+    }
+
+    /// @dev One slot per update, keyed by its digest: the same key refuses a CID submitted twice in a round.
+    struct Update {
+        address participant;
+        uint64 samples;
+        uint8 codec;
     }
 
     uint8 private constant CODEC_RAW = 0x55;
     uint8 private constant CODEC_DAG_PB = 0x70;
+    uint8 private constant MAXIMUM_SUSPENSION_DOUBLINGS = 16;
 
     address private immutable _deployer;
     uint8 private immutable _trainingMode;
@@ -112,17 +172,25 @@ contract Coordinator {
     uint8 private immutable _genesisCodec;
     bytes32 private immutable _genesisDigest;
     uint64 private immutable _federationSeed;
-    bool private immutable _openMembership;
+    Membership private immutable _membership;
+    uint64 private immutable _maximumSamples;
+    uint32 private immutable _strikeLimit;
+    uint32 private immutable _suspensionRounds;
 
-    uint256 private _currentRound;
-    uint256 private _finalizedRounds;
+    // One slot: the round count is set at deployment, so the first finalization rewrites a non-zero word.
+    uint128 private _currentRound;
+    uint128 private _finalizedRounds;
     uint8 private _latestCodec;
     bytes32 private _latestDigest;
     address[] private _participants;
     mapping(address account => Member) private _members;
     mapping(uint256 round => Round) private _rounds;
-    mapping(uint256 round => mapping(uint256 index => Submission)) private _submissions;
+    bool private _founded;
+    mapping(uint256 round => mapping(bytes32 digest => Update)) private _updates;
+    mapping(uint256 round => mapping(uint256 index => bytes32 digest)) private _updateDigests;
     mapping(uint256 round => mapping(bytes32 model => uint32 votes)) private _votes;
+    mapping(address candidate => uint32 votes) private _admissionVotes;
+    mapping(address candidate => mapping(address voter => bool)) private _admissionVoted;
 
     /// @notice An account joined the federation.
     /// @param participant The account that registered.
@@ -135,6 +203,12 @@ contract Coordinator {
     /// @notice The deployer put an account on the allowlist.
     /// @param account The account allowed to register.
     event AccountAllowed(address indexed account);
+
+    /// @notice A member voted to admit an account (membership by vote).
+    /// @param candidate The account voted for.
+    /// @param voter The member who voted.
+    /// @param votes How many members have voted for it now; a strict majority of the members allows it.
+    event AdmissionVoted(address indexed candidate, address indexed voter, uint32 votes);
 
     /// @notice The deployer took an account off the allowlist.
     /// @param account The account no longer allowed to register.
@@ -217,8 +291,37 @@ contract Coordinator {
     /// @param digest The digest given.
     error CoordinatorUnsupportedCid(uint8 codec, bytes32 digest);
 
+    /// @notice The membership mode is not 0 (allowlist), 1 (open) or 2 (vote).
+    /// @param membership The mode given.
+    error CoordinatorInvalidMembership(uint8 membership);
+
+    /// @notice The largest sample count an update may claim must be at least 1.
+    /// @param maximumSamples The maximum given.
+    error CoordinatorInvalidMaximumSamples(uint64 maximumSamples);
+
+    /// @notice A strike limit (at most 255) needs a suspension of at least one round.
+    /// @param strikeLimit The strike limit given.
+    /// @param suspensionRounds The suspension given.
+    error CoordinatorInvalidSuspension(uint32 strikeLimit, uint32 suspensionRounds);
+
     /// @notice The allowlist is unused: membership is open.
     error CoordinatorMembershipOpen();
+
+    /// @notice With membership by vote the deployer only allows the founding members, before the first
+    /// registration; the members admit everyone after them (`voteToAdmit`).
+    error CoordinatorAdmissionByVote();
+
+    /// @notice `voteToAdmit` is for federations whose membership is by vote.
+    error CoordinatorAdmissionNotByVote();
+
+    /// @notice The account may register already.
+    /// @param account The account.
+    error CoordinatorAlreadyAllowed(address account);
+
+    /// @notice The member already voted to admit this account.
+    /// @param candidate The account voted for.
+    /// @param voter The member.
+    error CoordinatorDuplicateVote(address candidate, address voter);
 
     /// @notice The account is not on the allowlist.
     /// @param account The account that tried to register.
@@ -254,6 +357,23 @@ contract Coordinator {
     /// @param samples The sample count given.
     error CoordinatorInvalidSampleCount(uint64 samples);
 
+    /// @notice An update may claim at most the federation's `maximumSamples`.
+    /// @param samples The sample count given.
+    /// @param maximumSamples The largest count allowed.
+    error CoordinatorSampleCountTooLarge(uint64 samples, uint64 maximumSamples);
+
+    /// @notice This CID (by its digest) was submitted to the round already, by `submitter`.
+    /// @param round The round.
+    /// @param codec The codec given.
+    /// @param digest The digest given.
+    /// @param submitter The participant who submitted it first.
+    error CoordinatorDuplicateUpdate(uint256 round, uint8 codec, bytes32 digest, address submitter);
+
+    /// @notice The participant's record crossed the strike limit: it may not submit until `untilRound` is over.
+    /// @param participant The participant.
+    /// @param untilRound The last round of its suspension.
+    error CoordinatorSuspended(address participant, uint64 untilRound);
+
     /// @notice The round is not in its attestation phase, or that phase's deadline passed.
     /// @param round The round.
     error CoordinatorAttestationClosed(uint256 round);
@@ -278,7 +398,8 @@ contract Coordinator {
     error CoordinatorUnknownRound(uint256 round);
 
     /// @notice Fixes the federation's settings and opens round 1.
-    /// @param initial The settings; with closed membership the deployer then calls `allow` per account.
+    /// @param initial The settings; with an allowlist (or founding members, by vote) the deployer then calls
+    /// `allow` per account.
     constructor(Settings memory initial) {
         if (initial.trainingMode > uint8(TrainingMode.EndToEnd)) {
             revert CoordinatorInvalidTrainingMode(initial.trainingMode);
@@ -289,6 +410,11 @@ contract Coordinator {
         if (initial.quorum == 0) revert CoordinatorInvalidQuorum(initial.quorum);
         if (initial.roundDuration == 0) revert CoordinatorInvalidRoundDuration(initial.roundDuration);
         _requireSupportedCid(initial.genesisCodec, initial.genesisDigest);
+        if (initial.membership > uint8(Membership.Vote)) revert CoordinatorInvalidMembership(initial.membership);
+        if (initial.maximumSamples == 0) revert CoordinatorInvalidMaximumSamples(initial.maximumSamples);
+        if (initial.strikeLimit > type(uint8).max || (initial.strikeLimit > 0 && initial.suspensionRounds == 0)) {
+            revert CoordinatorInvalidSuspension(initial.strikeLimit, initial.suspensionRounds);
+        }
         _deployer = msg.sender;
         _trainingMode = initial.trainingMode;
         _stages = initial.stages;
@@ -299,7 +425,10 @@ contract Coordinator {
         _genesisCodec = initial.genesisCodec;
         _genesisDigest = initial.genesisDigest;
         _federationSeed = initial.federationSeed;
-        _openMembership = initial.openMembership;
+        _membership = Membership(initial.membership);
+        _maximumSamples = initial.maximumSamples;
+        _strikeLimit = initial.strikeLimit;
+        _suspensionRounds = initial.suspensionRounds;
         _latestCodec = initial.genesisCodec;
         _latestDigest = initial.genesisDigest;
         // Immutables cannot be read during construction, hence round 1 is opened from the arguments.
@@ -311,34 +440,55 @@ contract Coordinator {
         _;
     }
 
-    modifier onlyClosedMembership() {
-        if (_openMembership) revert CoordinatorMembershipOpen();
-        _;
-    }
-
     // ---------------------------------------------------------------- membership
 
-    /// @notice Allows an account to register (closed membership only).
+    /// @notice Allows an account to register: with an allowlist at any time, by vote only the founding
+    /// members, before the first registration.
     /// @param account The account to allow.
-    function allow(address account) external onlyDeployer onlyClosedMembership {
+    function allow(address account) external onlyDeployer {
+        if (_membership == Membership.Open) revert CoordinatorMembershipOpen();
+        if (_membership == Membership.Vote && _founded) revert CoordinatorAdmissionByVote();
         _members[account].allowed = true;
         emit AccountAllowed(account);
     }
 
-    /// @notice Takes an account off the allowlist and, if it is registered, removes it from the participants.
-    /// Its updates and attestations already recorded stand.
+    /// @notice Takes an account off the allowlist and, if it is registered, removes it from the participants
+    /// (allowlist only: by vote, the deployer has no say after the founding). Its updates and attestations
+    /// already recorded stand.
     /// @param account The account to disallow.
-    function disallow(address account) external onlyDeployer onlyClosedMembership {
+    function disallow(address account) external onlyDeployer {
+        if (_membership == Membership.Open) revert CoordinatorMembershipOpen();
+        if (_membership == Membership.Vote) revert CoordinatorAdmissionByVote();
         _members[account].allowed = false;
         emit AccountDisallowed(account);
         if (_members[account].registered) _removeParticipant(account);
+    }
+
+    /// @notice Votes, as a registered member, to admit `candidate` (membership by vote). Once a strict
+    /// majority of the current members voted for it, the candidate is allowed and may `register`.
+    /// @param candidate The account to admit.
+    function voteToAdmit(address candidate) external {
+        if (_membership != Membership.Vote) revert CoordinatorAdmissionNotByVote();
+        if (!_members[msg.sender].registered) revert CoordinatorNotParticipant(msg.sender);
+        if (_members[candidate].allowed) revert CoordinatorAlreadyAllowed(candidate);
+        if (_admissionVoted[candidate][msg.sender]) revert CoordinatorDuplicateVote(candidate, msg.sender);
+        _admissionVoted[candidate][msg.sender] = true;
+        uint32 votes = _admissionVotes[candidate] + 1;
+        _admissionVotes[candidate] = votes;
+        emit AdmissionVoted(candidate, msg.sender, votes);
+        if (uint256(votes) * 2 > _participants.length) {
+            _members[candidate].allowed = true;
+            emit AccountAllowed(candidate);
+        }
     }
 
     /// @notice Joins the federation as the calling account.
     function register() external {
         Member storage member = _members[msg.sender];
         if (member.registered) revert CoordinatorAlreadyRegistered(msg.sender);
-        if (!_openMembership && !member.allowed) revert CoordinatorNotAllowed(msg.sender);
+        if (_membership != Membership.Open && !member.allowed) revert CoordinatorNotAllowed(msg.sender);
+        if (_membership == Membership.Vote && !_founded) _founded = true;
+        if (!member.recordOpened) member.recordOpened = true;
         _participants.push(msg.sender);
         member.registered = true;
         member.position = uint32(_participants.length);
@@ -355,7 +505,8 @@ contract Coordinator {
     // ---------------------------------------------------------------- rounds
 
     /// @notice Records the caller's update for the current round. Closes the submission phase when the
-    /// quorum is reached.
+    /// quorum is reached. Folds the caller's previous round into its record first, and refuses the update of
+    /// a suspended participant, a CID the round holds already and a claim above `maximumSamples`.
     /// @param round The current round (guards against submitting to a round that moved on meanwhile).
     /// @param codec The update CID's codec: raw (0x55) or dag-pb (0x70).
     /// @param digest The update CID's sha2-256 digest.
@@ -365,15 +516,22 @@ contract Coordinator {
         if (current.phase != Phase.Submission || block.timestamp > current.deadline) {
             revert CoordinatorRoundClosed(round);
         }
-        Member storage member = _members[msg.sender];
+        Member memory member = _members[msg.sender];
         if (!member.registered) revert CoordinatorNotParticipant(msg.sender);
         if (member.lastSubmittedRound == round) revert CoordinatorDuplicateSubmission(round, msg.sender);
         _requireSupportedCid(codec, digest);
         if (samples == 0) revert CoordinatorInvalidSampleCount(samples);
+        if (samples > _maximumSamples) revert CoordinatorSampleCountTooLarge(samples, _maximumSamples);
+        Update storage update = _updates[round][digest];
+        if (update.samples != 0) revert CoordinatorDuplicateUpdate(round, codec, digest, update.participant);
+        if (member.lastSubmittedRound != 0) _fold(member);
+        if (round <= member.suspendedUntil) revert CoordinatorSuspended(msg.sender, member.suspendedUntil);
 
         member.lastSubmittedRound = uint64(round);
+        _members[msg.sender] = member;
         uint32 count = current.submissionCount;
-        _submissions[round][count] = Submission(msg.sender, samples, codec, digest);
+        _updates[round][digest] = Update(msg.sender, samples, codec);
+        _updateDigests[round][count] = digest;
         current.submissionCount = count + 1;
         emit UpdateSubmitted(round, msg.sender, codec, digest, samples);
         if (count + 1 >= _quorum) _closeSubmission(round, current, true);
@@ -395,8 +553,9 @@ contract Coordinator {
         if (member.lastAttestedRound == round) revert CoordinatorDuplicateAttestation(round, msg.sender);
         _requireSupportedCid(codec, digest);
 
-        member.lastAttestedRound = uint64(round);
         bytes32 model = keccak256(abi.encodePacked(codec, digest));
+        member.lastAttestedRound = uint64(round);
+        member.attestedModel = bytes16(model);
         uint32 votes = _votes[round][model] + 1;
         _votes[round][model] = votes;
         uint32 attested = current.attestationCount + 1;
@@ -428,6 +587,7 @@ contract Coordinator {
         } else if (current.phase == Phase.Submission) {
             _fail(round, current, FailureReason.NoSubmissions);
         } else {
+            current.attestationExpired = true;
             _fail(round, current, FailureReason.NoMajority);
         }
     }
@@ -435,20 +595,27 @@ contract Coordinator {
     // ---------------------------------------------------------------- views
 
     /// @notice The federation's settings, as fixed at deployment.
-    /// @return The settings.
-    function settings() external view returns (Settings memory) {
-        return Settings(
-            _trainingMode,
-            _stages,
-            _roundsPerStage,
-            _quorum,
-            _roundDuration,
-            _modelSpecDigest,
-            _genesisCodec,
-            _genesisDigest,
-            _federationSeed,
-            _openMembership
-        );
+    /// @return current The settings.
+    function settings() external view returns (Settings memory current) {
+        current.trainingMode = _trainingMode;
+        current.stages = _stages;
+        current.roundsPerStage = _roundsPerStage;
+        current.quorum = _quorum;
+        current.roundDuration = _roundDuration;
+        current.modelSpecDigest = _modelSpecDigest;
+        current.genesisCodec = _genesisCodec;
+        current.genesisDigest = _genesisDigest;
+        current.federationSeed = _federationSeed;
+        current.membership = uint8(_membership);
+        current.maximumSamples = _maximumSamples;
+        current.strikeLimit = _strikeLimit;
+        current.suspensionRounds = _suspensionRounds;
+    }
+
+    /// @notice The contract's version: 2 adds membership modes, bounded claims, unique updates and records.
+    /// @return The version.
+    function version() external pure returns (uint256) {
+        return 2;
     }
 
     /// @notice The account that deployed the contract and keeps the allowlist.
@@ -515,7 +682,9 @@ contract Coordinator {
         uint256 count = _existingRound(round).submissionCount;
         Submission[] memory result = new Submission[](count);
         for (uint256 index = 0; index < count; ++index) {
-            result[index] = _submissions[round][index];
+            bytes32 digest = _updateDigests[round][index];
+            Update storage update = _updates[round][digest];
+            result[index] = Submission(update.participant, update.samples, update.codec, digest);
         }
         return result;
     }
@@ -577,7 +746,35 @@ contract Coordinator {
     /// @param account The account.
     /// @return True when it may register.
     function isAllowed(address account) external view returns (bool) {
-        return _openMembership || _members[account].allowed;
+        return _membership == Membership.Open || _members[account].allowed;
+    }
+
+    /// @notice How many members voted to admit an account (membership by vote).
+    /// @param candidate The account.
+    /// @return The number of votes.
+    function admissionVotes(address candidate) external view returns (uint32) {
+        return _admissionVotes[candidate];
+    }
+
+    /// @notice What an account did in the rounds it submitted to, its last round included once it is over,
+    /// and whether it is suspended.
+    /// @param account The account.
+    /// @return The record.
+    function record(address account) external view returns (ParticipantRecord memory) {
+        Member memory member = _members[account];
+        uint64 last = member.lastSubmittedRound;
+        if (last != 0 && (last < _currentRound || _rounds[last].phase == Phase.Finalized)) _fold(member);
+        return ParticipantRecord(
+            member.submitted,
+            member.attestedCanonical,
+            member.attestedOther,
+            member.notAttested,
+            member.withheld,
+            member.strikes,
+            member.suspensions,
+            member.suspendedUntil,
+            last
+        );
     }
 
     // ---------------------------------------------------------------- internals
@@ -596,7 +793,8 @@ contract Coordinator {
             stored.submissionCount,
             stored.attestationCount,
             stored.canonicalCodec,
-            stored.canonicalDigest
+            stored.canonicalDigest,
+            stored.attestationExpired
         );
     }
 
@@ -623,6 +821,41 @@ contract Coordinator {
         emit ParticipantLeft(account);
     }
 
+    /// @dev Adds the member's last round, which must be over, to its counters; applies the strike rule.
+    function _fold(Member memory member) private view {
+        uint64 last = member.lastSubmittedRound;
+        Round storage done = _rounds[last];
+        bool attested = member.lastAttestedRound == last;
+        bool strike = false;
+        member.submitted += 1;
+        if (done.phase == Phase.Finalized) {
+            if (!attested) {
+                member.notAttested += 1;
+            } else if (member.attestedModel == _modelKey(done.canonicalCodec, done.canonicalDigest)) {
+                member.attestedCanonical += 1;
+                member.strikes = 0;
+            } else {
+                member.attestedOther += 1;
+                strike = true;
+            }
+        } else if (done.attestationExpired && !attested) {
+            member.withheld += 1;
+            strike = true;
+        }
+        if (!strike || _strikeLimit == 0) return;
+        member.strikes += 1;
+        if (member.strikes < _strikeLimit) return;
+        uint8 doublings =
+            member.suspensions < MAXIMUM_SUSPENSION_DOUBLINGS ? member.suspensions : MAXIMUM_SUSPENSION_DOUBLINGS;
+        member.suspendedUntil = last + (uint64(_suspensionRounds) << doublings);
+        if (member.suspensions < type(uint8).max) member.suspensions += 1;
+        member.strikes = 0;
+    }
+
+    function _modelKey(uint8 codec, bytes32 digest) private pure returns (bytes16) {
+        return bytes16(keccak256(abi.encodePacked(codec, digest)));
+    }
+
     function _closeSubmission(uint256 round, Round storage current, bool quorumReached) private {
         uint64 attestationDeadline = uint64(block.timestamp) + _roundDuration;
         current.phase = Phase.Attestation;
@@ -637,7 +870,7 @@ contract Coordinator {
         _latestCodec = codec;
         _latestDigest = digest;
         uint256 finalized = _finalizedRounds + 1;
-        _finalizedRounds = finalized;
+        _finalizedRounds = uint128(finalized);
         emit RoundFinalized(round, current.stage, codec, digest, finalized);
         if (finalized == uint256(_stages) * _roundsPerStage) {
             emit TrainingCompleted(round, codec, digest);
@@ -658,7 +891,7 @@ contract Coordinator {
     }
 
     function _openRound(uint256 round, uint32 stage, uint64 deadline) private {
-        _currentRound = round;
+        _currentRound = uint128(round);
         Round storage opened = _rounds[round];
         opened.stage = stage;
         opened.deadline = deadline;

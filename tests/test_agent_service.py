@@ -95,6 +95,7 @@ def test_sigterm_mid_training_then_a_restart_finishes_the_round_with_the_same_up
         rounds_per_stage=1,
         quorum=1,
         round_duration_seconds=600,
+        allowlist=(load_or_create_account(agent_key).address,),
     )
     metrics_port = free_port()
     config = tmp_path / "agent.toml"

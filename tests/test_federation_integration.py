@@ -79,8 +79,8 @@ def test_agents_agree_after_one_is_killed_mid_round(
 ) -> None:
     deployer_key = tmp_path / "deployer.key"
     keys = [deployer_key, *(tmp_path / f"agent-{index}" / "key" for index in range(AGENTS))]
-    for key in keys:
-        account = load_or_create_account(key)
+    accounts = [load_or_create_account(key) for key in keys]
+    for account in accounts:
         rpc(anvil_url, "anvil_setBalance", [account.address, hex(10**21)])
     deployment = deploy_federation(
         anvil_url,
@@ -90,6 +90,7 @@ def test_agents_agree_after_one_is_killed_mid_round(
         rounds_per_stage=1,
         quorum=AGENTS,
         round_duration_seconds=300,
+        allowlist=tuple(account.address for account in accounts[1:]),  # permissioned, the default
     )
     configs = [
         write_config(

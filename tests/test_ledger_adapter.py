@@ -28,7 +28,7 @@ from agent.adapters.ethereum_ledger import (
     fund_embedded_accounts,
 )
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
-from agent.ports.ledger import FederationSettings, Ledger, RoundPhase, TrainingMode
+from agent.ports.ledger import FederationSettings, Ledger, Membership, RoundPhase, TrainingMode
 from coordinator_contract import build
 from coordinator_contract.artifact import load_artifact
 from tests.services.anvil import TestChain
@@ -47,7 +47,10 @@ def make_settings(**changes: Any) -> FederationSettings:
         model_spec_digest=hashlib.sha256(b"resnet-4 simclr").digest(),
         genesis_model_cid=GENESIS,
         federation_seed=2**63 + 5,
-        open_membership=True,
+        membership=Membership.OPEN,
+        maximum_samples=10**6,
+        strike_limit=0,
+        suspension_rounds=0,
     )
     return dataclasses.replace(settings, **changes)
 

@@ -17,14 +17,14 @@ from eth_account import Account
 
 from agent.adapters.account_identity import AccountIdentity
 from agent.commands.local_federation import LocalFederation
-from agent.engine.round_engine import EngineOptions
-from agent.errors import ContractRevertError, LedgerError
+from agent.engine.round_engine import EngineOptions, unique_updates
+from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.learning.update import ModelUpdate, expected_update_names
-from agent.ports.ledger import RoundPhase
+from agent.ports.ledger import RoundPhase, Submission
 from agent.protocol.messages import UpdateAnnounced, encode, topic_of
 from models.spec import EncoderSpec
 
@@ -143,6 +143,44 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFede
     engine._handle_message(announcement)
     assert engine.statistics.snapshot().rejected_messages == 1
     assert announcement.cid not in engine._prefetched
+
+
+def test_an_announcement_of_another_peers_cid_is_rejected(federation: LocalFederation) -> None:
+    """A free-rider announcing (signed, registered) a CID that the chain records under another submitter."""
+    engine = federation.engine(0, shard(0))
+    author, free_rider = (federation.ledger(federation.accounts[index]) for index in (1, 2))
+    author.register()
+    free_rider.register()
+    cid = federation.store.put(bad_update("zeros", 1))
+    author.submit_update(1, cid, 16)
+    announcement = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=1,
+        stage=1,
+        participant=free_rider.account,
+        cid=cid,
+        samples=16,
+        sent_at=0,
+    )
+    engine._handle_message(announcement)
+    assert engine.statistics.snapshot().rejected_messages == 1
+    assert cid not in engine._prefetched
+
+
+def test_a_device_not_admitted_is_told_how_to_join(tmp_path: Path) -> None:
+    with LocalFederation(TINY, peers=1, rounds_per_stage=1, work_directory=tmp_path) as federation:
+        federation.observer.disallow(federation.accounts[0].address)  # the observer is the deployer
+        engine = federation.engine(0, shard(0))
+        with pytest.raises(ConfigurationError, match="layerfed contract admit"):
+            engine.run(threading.Event())
+
+
+def test_the_merge_counts_each_cid_once() -> None:
+    """Coordinator v2 refuses a duplicate CID; the engine does not rely on it."""
+    first = Submission(participant="0xA", update_cid="bafkreione", samples=10)
+    copy = Submission(participant="0xB", update_cid="bafkreione", samples=99)
+    other = Submission(participant="0xC", update_cid="bafkreitwo", samples=10)
+    assert unique_updates([first, copy, other, copy]) == [first, other]
 
 
 def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> None:
@@ -297,3 +335,21 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
         assert len(results) == 2 and late_results[0] == results[0] == results[1]
         assert late.statistics.snapshot().bytes_downloaded > 0
         assert late.identity.address in federation.observer.participants()
+
+
+class RefusingLedger(CrashingLedger):
+    """Reports a clean record but the chain refuses the update, as if suspended since the record was read."""
+
+    def submit_update(self, round_number: int, update_cid: str, samples: int) -> None:
+        raise ContractRevertError("refused", reason=f"CoordinatorSuspended(0xA, {round_number})")
+
+
+def test_a_peer_refused_as_suspended_waits_for_the_next_round(federation: LocalFederation) -> None:
+    engine = federation.engine(0, shard(0))
+    engine.ledger = RefusingLedger(engine.ledger)  # type: ignore[assignment]
+    engine.ledger.register()
+    state = engine.ledger.current_round()
+    assert engine._act(state)  # trains, is refused, and does not raise
+    assert engine.statistics.snapshot().updates_trained == 1
+    assert not engine._act(state)  # nothing more to do this round: no retraining, no resubmission
+    assert engine.statistics.snapshot().updates_trained == 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import is_address
 
 from agent.atomic_file import write_atomically
 from agent.errors import ConfigurationError, MessageRejectedError
@@ -99,6 +100,11 @@ def _load(key_file: Path) -> LocalAccount:
     except ValueError as error:  # zero, or not below the curve order
         raise ConfigurationError(f"the key file {key_file} holds an invalid private key") from error
     return account
+
+
+def is_ethereum_address(text: str) -> bool:
+    """Whether ``text`` is a 20-byte hex address (any case; a mixed-case one must carry a valid checksum)."""
+    return bool(is_address(text))
 
 
 def create_account() -> LocalAccount:

@@ -8,7 +8,8 @@ with its own key and sends them raw, so no node ever holds a device's key.
 Boundary translations, done here once:
 
 * CIDs: the port speaks CIDv1 strings; the contract stores a sha2-256 digest and a codec (raw or dag-pb),
-  which keeps ``submitUpdate`` under 100k gas where a CID string would cost about 150k.
+  which keeps ``submitUpdate`` near 100k gas (under 120k with the record and the duplicate check) where a
+  CID string would cost about 150k.
 * Reverts become :class:`ContractRevertError` whose ``reason`` is the decoded custom error with its
   arguments (``"CoordinatorRoundClosed(3)"``), decoded from the 4-byte selector against the contract's ABI.
 * A transport failure (OSError: refused connection, timeout, HTTP error) is retried with exponential
@@ -33,10 +34,14 @@ from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 from agent.adapters.ethereum_transactions import ContractCall, RevertDecoder, Transactor
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.ports.ledger import (
+    Attestation,
     FederationSettings,
     FinalizedRound,
+    Membership,
+    ParticipantRecord,
     RoundPhase,
     RoundState,
+    RoundSummary,
     Submission,
     TrainingMode,
 )
@@ -62,6 +67,7 @@ CODEC_DAG_PB = 0x70
 _SUPPORTED_CODECS = frozenset({CODEC_RAW, CODEC_DAG_PB})
 _ZERO_DIGEST = bytes(32)
 
+COORDINATOR_VERSION = 2  # the contract version this adapter's ABI describes
 DEFAULT_FUNDING_WEI = 10**21  # 1,000 ether: thousands of rounds of gas on the embedded chain
 # ---------------------------------------------------------------------------------------------- CIDs
 
@@ -210,8 +216,24 @@ class EthereumLedger:
         self._transact("leave", self._contract.functions.leave())
 
     def allow(self, address: str) -> None:
-        """Allow ``address`` to register (deployer only, closed membership only)."""
+        """Allow ``address`` to register (deployer only; with membership by vote, founding members only)."""
         self._transact("allow", self._contract.functions.allow(to_checksum_address(address)))
+
+    def vote_to_admit(self, address: str) -> None:
+        """Vote, as a member, to admit ``address`` (membership by vote)."""
+        self._transact("voteToAdmit", self._contract.functions.voteToAdmit(to_checksum_address(address)))
+
+    def admission_votes(self, address: str) -> int:
+        """How many members voted to admit ``address``."""
+        return int(self._read("admissionVotes", to_checksum_address(address)))
+
+    def is_allowed(self, address: str) -> bool:
+        """Whether ``address`` may register."""
+        return bool(self._read("isAllowed", to_checksum_address(address)))
+
+    def deployer(self) -> str:
+        """The account that deployed the contract (and keeps its allowlist)."""
+        return to_checksum_address(self._read("deployer"))
 
     def disallow(self, address: str) -> None:
         """Take ``address`` off the allowlist, and out of the participants (deployer only)."""
@@ -226,11 +248,24 @@ class EthereumLedger:
     # -------------------------------------------------------------------- rounds
 
     def settings(self) -> FederationSettings:
+        """The settings; ConfigurationError for a Coordinator of another version (its ABI differs)."""
+        try:
+            version = int(self._read("version"))
+        except ContractRevertError as error:  # no version(): a Coordinator of version 1
+            raise ConfigurationError(
+                f"the contract at {self.contract_address} is not a Coordinator of version "
+                f"{COORDINATOR_VERSION}: a federation keeps the agent release it was deployed with"
+            ) from error
+        if version != COORDINATOR_VERSION:
+            raise ConfigurationError(
+                f"the Coordinator at {self.contract_address} is version {version}; "
+                f"this agent speaks version {COORDINATOR_VERSION}"
+            )
         return _settings_from_chain(self._read("settings"))
 
     def current_round(self) -> RoundState:
         number, info, finalized, complete, chain_time = self._read("currentState")
-        stage, phase, deadline, submission_count, attestation_count, _codec, _digest = info
+        stage, phase, deadline, submission_count, attestation_count, _codec, _digest, _expired = info
         return RoundState(
             number=int(number),
             stage=int(stage),
@@ -285,6 +320,53 @@ class EthereumLedger:
             for number, stage, codec, digest in self._read("roundLog")
         )
 
+    def round_summary(self, round_number: int) -> RoundSummary:
+        _require_unsigned("round_number", round_number, 256)
+        info = self._read("roundInfo", round_number)
+        stage, phase, _deadline, submission_count, attestation_count, codec, digest, expired = info
+        return RoundSummary(
+            number=round_number,
+            stage=int(stage),
+            phase=RoundPhase(phase),
+            submission_count=int(submission_count),
+            attestation_count=int(attestation_count),
+            canonical_model_cid=None if bytes(digest) == _ZERO_DIGEST else cid_from_chain(codec, digest),
+            attestation_expired=bool(expired),
+        )
+
+    def attestations(self, round_number: int) -> tuple[Attestation, ...]:
+        """From the contract's ``ModelAttested`` events (the contract keeps only the tallies)."""
+        _require_unsigned("round_number", round_number, 256)
+        event = self._contract.events.ModelAttested()
+        logs = self._transactor.call(
+            "ModelAttested logs",
+            lambda: event.get_logs(from_block=0, argument_filters={"round": round_number}),
+        )
+        ordered = sorted(logs, key=lambda log: (log["blockNumber"], log["logIndex"]))
+        return tuple(
+            Attestation(
+                round_number=int(log["args"]["round"]),
+                participant=to_checksum_address(log["args"]["participant"]),
+                model_cid=cid_from_chain(log["args"]["codec"], log["args"]["digest"]),
+            )
+            for log in ordered
+        )
+
+    def participant_record(self, address: str) -> ParticipantRecord:
+        values = self._read("record", to_checksum_address(address))
+        submitted, canonical, other, not_attested, withheld, strikes, suspensions, until, last = values
+        return ParticipantRecord(
+            submitted=int(submitted),
+            attested_canonical=int(canonical),
+            attested_other=int(other),
+            not_attested=int(not_attested),
+            withheld=int(withheld),
+            strikes=int(strikes),
+            suspensions=int(suspensions),
+            suspended_until_round=int(until),
+            last_submitted_round=int(last),
+        )
+
     # -------------------------------------------------------------------- plumbing
 
     def _read(self, function_name: str, *arguments: object) -> Any:
@@ -313,8 +395,9 @@ def deploy_coordinator(
     allowlist: Iterable[str] = (),
     retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> str:
-    """Deploy a Coordinator with ``settings`` (and, for closed membership, allow ``allowlist``); return its
-    checksummed address. ``chain`` is a Web3 or a JSON-RPC URL.
+    """Deploy a Coordinator with ``settings`` (and, unless membership is open, allow ``allowlist``: the
+    allowed accounts, or the founding members by vote); return its checksummed address. ``chain`` is a
+    Web3 or a JSON-RPC URL.
 
     Settings the contract refuses raise ConfigurationError naming the contract's reason.
     """
@@ -332,7 +415,7 @@ def deploy_coordinator(
     address = receipt["contractAddress"]
     if address is None:
         raise LedgerError("deploy Coordinator: the receipt names no contract address")
-    if not settings.open_membership:
+    if settings.membership is not Membership.OPEN:
         ledger = EthereumLedger(web3, address, deployer, retry_policy=retry_policy)
         for account in allowlist:
             ledger.allow(account)
@@ -345,7 +428,15 @@ def _settings_to_chain(settings: FederationSettings) -> tuple[object, ...]:
         raise ConfigurationError(f"model_spec_digest must be 32 bytes, not {len(settings.model_spec_digest)}")
     if not 0 <= settings.federation_seed < 2**64:
         raise ConfigurationError(f"federation_seed must fit in 64 bits unsigned: {settings.federation_seed}")
-    widths = {"stages": 32, "rounds_per_stage": 32, "quorum": 32, "round_duration_seconds": 64}
+    widths = {
+        "stages": 32,
+        "rounds_per_stage": 32,
+        "quorum": 32,
+        "round_duration_seconds": 64,
+        "maximum_samples": 64,
+        "strike_limit": 32,
+        "suspension_rounds": 32,
+    }
     for name, bits in widths.items():
         value = getattr(settings, name)
         if not 0 <= value < 2**bits:
@@ -364,12 +455,16 @@ def _settings_to_chain(settings: FederationSettings) -> tuple[object, ...]:
         genesis_codec,
         genesis_digest,
         settings.federation_seed,
-        settings.open_membership,
+        int(settings.membership),
+        settings.maximum_samples,
+        settings.strike_limit,
+        settings.suspension_rounds,
     )
 
 
 def _settings_from_chain(values: tuple[Any, ...]) -> FederationSettings:
-    mode, stages, rounds_per_stage, quorum, duration, spec_digest, codec, digest, seed, membership = values
+    mode, stages, rounds_per_stage, quorum, duration, spec_digest, codec, digest, seed, *trust = values
+    membership, maximum_samples, strike_limit, suspension_rounds = trust
     return FederationSettings(
         training_mode=TrainingMode(mode),
         stages=int(stages),
@@ -379,5 +474,8 @@ def _settings_from_chain(values: tuple[Any, ...]) -> FederationSettings:
         model_spec_digest=bytes(spec_digest),
         genesis_model_cid=cid_from_chain(codec, digest),
         federation_seed=int(seed),
-        open_membership=bool(membership),
+        membership=Membership(membership),
+        maximum_samples=int(maximum_samples),
+        strike_limit=int(strike_limit),
+        suspension_rounds=int(suspension_rounds),
     )

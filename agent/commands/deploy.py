@@ -1,7 +1,12 @@
 """``layerfed contract deploy``: start a new federation.
 
 Builds the genesis model from the recipe, pins it to the content store (peers fetch it by the CID that
-goes on chain), and deploys a Coordinator whose settings carry the recipe's digest.
+goes on chain), and deploys a Coordinator whose settings carry the recipe's digest and claim cap.
+
+Federations are permissioned by default: only the accounts of the allowlist (``--allow ADDRESS`` or
+``--allowlist FILE``) may register, and the deployer admits more later with ``layerfed contract admit``.
+``--membership vote`` makes the allowlist the founding members, who then admit newcomers by majority vote;
+``--membership open`` lets anyone register (demos only: it does not resist Sybils).
 """
 
 from __future__ import annotations
@@ -10,11 +15,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.adapters.account_identity import load_or_create_account
+from agent.adapters.account_identity import is_ethereum_address, load_or_create_account
 from agent.adapters.ethereum_ledger import deploy_coordinator
 from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
-from agent.engine.federation import federation_settings
+from agent.engine.federation import DEFAULT_STRIKE_LIMIT, DEFAULT_SUSPENSION_ROUNDS, federation_settings
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.model_file import encode_model
@@ -22,6 +27,7 @@ from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
+from agent.ports.ledger import Membership
 from models.spec import EncoderSpec
 
 
@@ -58,6 +64,32 @@ def select_store(ipfs_address: str, directory: Path | None) -> ContentStore:
     return IpfsContentStore(ipfs_address)
 
 
+def load_allowlist(path: Path) -> tuple[str, ...]:
+    """Addresses from a file, one a line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as error:
+        raise ConfigurationError(f"{path}: cannot read the allowlist: {error.strerror}") from error
+    addresses = tuple(line.split("#", 1)[0].strip() for line in lines)
+    return tuple(address for address in addresses if address)
+
+
+def require_addresses(addresses: tuple[str, ...]) -> None:
+    """ConfigurationError naming the first string that is not an Ethereum address."""
+    for address in addresses:
+        if not is_ethereum_address(address):
+            raise ConfigurationError(f"{address!r} is not an Ethereum address")
+
+
+def parse_membership(name: str) -> Membership:
+    """``allowlist``, ``open`` or ``vote``."""
+    try:
+        return Membership[name.upper()]
+    except KeyError:
+        choices = ", ".join(mode.name.lower() for mode in Membership)
+        raise ConfigurationError(f"unknown membership {name!r}; choose from {choices}") from None
+
+
 def deploy_federation(
     chain_url: str,
     key_file: Path,
@@ -67,7 +99,15 @@ def deploy_federation(
     quorum: int,
     round_duration_seconds: int,
     allowlist: tuple[str, ...] = (),
+    membership: Membership = Membership.ALLOWLIST,
+    strike_limit: int | None = None,
+    suspension_rounds: int | None = None,
 ) -> Deployment:
+    """Deploy a federation for ``config``; ``allowlist`` holds the accounts allowed (or founding) at once.
+    The strike limit and suspension default to the federation defaults where None."""
+    if membership is Membership.OPEN and allowlist:
+        raise ConfigurationError("an open federation has no allowlist: choose --membership allowlist or vote")
+    require_addresses(allowlist)
     deployer = load_or_create_account(key_file)
     genesis_cid = store.put(encode_model(initial_state(config), config))
     settings = federation_settings(
@@ -76,7 +116,9 @@ def deploy_federation(
         rounds_per_stage,
         quorum,
         round_duration_seconds,
-        open_membership=not allowlist,
+        membership=membership,
+        strike_limit=DEFAULT_STRIKE_LIMIT if strike_limit is None else strike_limit,
+        suspension_rounds=DEFAULT_SUSPENSION_ROUNDS if suspension_rounds is None else suspension_rounds,
     )
     address = deploy_coordinator(chain_url, deployer, settings, allowlist=allowlist)
     return Deployment(contract_address=address, genesis_model_cid=genesis_cid)

@@ -6,7 +6,8 @@ an IPFS network would share content). Given :class:`ExternalServices`, the same 
 (whose unlocked first account funds them, as anvil's does), an IPFS node and an MQTT broker instead.
 Each peer gets its own key, state directory, ledger adapter and bus connection, and runs the same round
 engine a device runs. The keys (the deployer's too) derive from the federation seed, so the same recipe
-gives the same contract address, the same training seeds and the same models on every run.
+gives the same contract address, the same training seeds and the same models on every run. Membership
+is an allowlist of the peers' accounts unless told otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttProtocol, MqttSettings
 from agent.commands.presence import online_and_last_will
-from agent.engine.federation import federation_settings
+from agent.engine.federation import DEFAULT_STRIKE_LIMIT, DEFAULT_SUSPENSION_ROUNDS, federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.learning.backends import TrainingBackend
 from agent.learning.model_file import encode_model
@@ -40,6 +41,7 @@ from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Signer
+from agent.ports.ledger import Membership
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ class LocalFederation:
         quorum: int | None = None,
         round_duration_seconds: int = 3600,
         services: ExternalServices | None = None,
+        membership: Membership = Membership.ALLOWLIST,
+        strike_limit: int = DEFAULT_STRIKE_LIMIT,
+        suspension_rounds: int = DEFAULT_SUSPENSION_ROUNDS,
     ) -> None:
         self.config = config
         self.work_directory = work_directory
@@ -96,8 +101,16 @@ class LocalFederation:
             rounds_per_stage,
             quorum=quorum or peers,
             round_duration_seconds=round_duration_seconds,
+            membership=membership,
+            strike_limit=strike_limit,
+            suspension_rounds=suspension_rounds,
         )
-        self.contract_address = deploy_coordinator(self.chain, self.deployer, self.settings)
+        self.contract_address = deploy_coordinator(
+            self.chain,
+            self.deployer,
+            self.settings,
+            allowlist=[account.address for account in self.accounts],
+        )
         self.federation_id = self.contract_address.lower()
         self.broker = EmbeddedBroker()
         if services is None:

@@ -37,6 +37,7 @@ COUNTERS = {
     "rejected_updates": "Peer updates left out of a merge (invalid, oversized or unreachable)",
     "transactions": "Transactions sent to the Coordinator contract",
     "gas_used": "Gas used by this device's transactions",
+    "rounds_suspended": "Rounds this device sat out, suspended by the federation's strike rule",
 }
 
 # layerfed_<name>, read from the AgentStatus attribute named second.

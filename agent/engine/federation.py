@@ -2,8 +2,8 @@
 
 The chain fixes the settings and the digest of the training recipe; the genesis model (fetched by the CID
 on chain, so its bytes are verified) carries the recipe itself. A recipe whose digest differs from the
-chain's, or that disagrees with the chain's mode, stages or seed, is refused: every peer must provably
-run the same training, or their merges would not agree.
+chain's, or that disagrees with the chain's mode, stages, seed or claim cap, is refused: every peer must
+provably run the same training, or their merges would not agree.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from agent.learning.model_state import ModelState, extract_state
 from agent.learning.modes import TrainingMode
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
-from agent.ports.ledger import FederationSettings, Ledger
+from agent.ports.ledger import FederationSettings, Ledger, Membership
 from agent.ports.ledger import TrainingMode as LedgerTrainingMode
 from models.staged_model import StagedModel
+
+DEFAULT_STRIKE_LIMIT = 2  # one honest slip (a crash between submitting and attesting) is forgiven
+DEFAULT_SUSPENSION_ROUNDS = 4  # doubled for each further suspension
 
 LEDGER_MODES = {
     TrainingMode.LAYER_WISE: LedgerTrainingMode.LAYER_WISE,
@@ -66,6 +69,11 @@ def check_recipe(settings: FederationSettings, config: TrainingConfig) -> None:
         raise ConfigurationError(f"recipe has {config.spec.stages} stages, the chain {settings.stages}")
     if config.federation_seed != settings.federation_seed:
         raise ConfigurationError("recipe seed differs from the chain's federation seed")
+    if config.aggregation.maximum_samples != settings.maximum_samples:
+        raise ConfigurationError(
+            f"recipe caps claims at {config.aggregation.maximum_samples} samples, "
+            f"the chain at {settings.maximum_samples}"
+        )
 
 
 def federation_settings(
@@ -74,9 +82,11 @@ def federation_settings(
     rounds_per_stage: int,
     quorum: int,
     round_duration_seconds: int,
-    open_membership: bool = True,
+    membership: Membership = Membership.ALLOWLIST,
+    strike_limit: int = DEFAULT_STRIKE_LIMIT,
+    suspension_rounds: int = DEFAULT_SUSPENSION_ROUNDS,
 ) -> FederationSettings:
-    """The settings to deploy a coordinator with for ``config``."""
+    """The settings to deploy a coordinator with for ``config``: the claim cap is the recipe's."""
     return FederationSettings(
         training_mode=LEDGER_MODES[config.mode],
         stages=config.spec.stages,
@@ -86,5 +96,8 @@ def federation_settings(
         model_spec_digest=config.digest(),
         genesis_model_cid=genesis_model_cid,
         federation_seed=config.federation_seed,
-        open_membership=open_membership,
+        membership=membership,
+        maximum_samples=config.aggregation.maximum_samples,
+        strike_limit=strike_limit,
+        suspension_rounds=suspension_rounds,
     )

@@ -8,7 +8,9 @@ prefetch) -> fetch, verify and validate every submitted update -> merge determin
 
 Every step is idempotent and driven by what the chain says, with :mod:`agent.engine.checkpoint` for what
 only this device knows, so a restart at any point resumes without redoing or losing work, and a device
-that joins late starts from the latest canonical model.
+that joins late starts from the latest canonical model. A device the chain suspended (its record crossed
+the federation's strike limit) skips training and waits until its suspension is over, helping meanwhile
+to close expired rounds.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from agent.engine.retention import ContentRetention
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
 from agent.errors import (
+    ConfigurationError,
     ContentMismatchError,
     ContractRevertError,
     LayerfedError,
@@ -42,7 +45,7 @@ from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, capped_claim, validate_update
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
-from agent.ports.ledger import Ledger, RoundPhase, RoundState
+from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
 from agent.retry_policy import RetryPolicy
@@ -125,6 +128,8 @@ class RoundEngine:
         self.retention = ContentRetention(
             ledger, store, self.federation.settings.genesis_model_cid, self.options.keep_canonical_models
         )
+        self._suspension_checked_round = 0
+        self._suspended_until = 0
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -158,22 +163,51 @@ class RoundEngine:
         if self.ledger.is_participant(self.identity.address):
             return
         with self.statistics.measure("transaction"):
-            self._transact(self.ledger.register)
+            try:
+                self._transact(self.ledger.register)
+            except ContractRevertError as revert:
+                if not (revert.reason or "").startswith("CoordinatorNotAllowed"):
+                    raise
+                raise ConfigurationError(
+                    f"{self.identity.address} may not join this federation yet: its membership is "
+                    "permissioned; ask the deployer (or, by vote, the members) to run "
+                    f"`layerfed contract admit {self.identity.address}`"
+                ) from revert
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
-        if state.phase is RoundPhase.SUBMISSION and not self._has_submitted(state.number):
+        expired = state.expired or time.time() > state.deadline
+        submitting = state.phase is RoundPhase.SUBMISSION and not expired  # else the submission is refused
+        if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
             self._train_and_submit(state)
             return True
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
             self._merge_and_attest(state)
             return True
         open_phase = state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION)
-        if open_phase and (state.expired or time.time() > state.deadline):
+        if open_phase and expired:
             with self.statistics.measure("transaction"):
                 self._transact(self.ledger.close_expired_round)
             return True
         return False
+
+    def _suspended(self, round_number: int) -> bool:
+        """Whether the chain refuses this device's update to ``round_number`` (read once per round)."""
+        if self._suspension_checked_round != round_number:
+            self._suspension_checked_round = round_number
+            record = self.ledger.participant_record(self.identity.address)
+            self._suspended_until = record.suspended_until_round
+            if record.suspended_in(round_number):
+                self.statistics.add("rounds_suspended", 1)
+                logger.warning(
+                    "round %d: suspended until round %d is over (record: %d withheld, %d other models "
+                    "attested); waiting",
+                    round_number,
+                    record.suspended_until_round,
+                    record.withheld,
+                    record.attested_other,
+                )
+        return round_number <= self._suspended_until
 
     def _wait(self, stop: threading.Event) -> None:
         """Wait for the next message (prefetching announced updates) or the poll interval."""
@@ -229,11 +263,18 @@ class RoundEngine:
                 cid,
             )
         with self.statistics.measure("transaction"):
-            self._transact(
-                lambda: self.ledger.submit_update(
-                    state.number, checkpoint.update_cid, checkpoint.update_samples
+            try:
+                self._transact(
+                    lambda: self.ledger.submit_update(
+                        state.number, checkpoint.update_cid, checkpoint.update_samples
+                    )
                 )
-            )
+            except ContractRevertError as revert:
+                if not (revert.reason or "").startswith("CoordinatorSuspended"):
+                    raise
+                logger.warning("round %d: the chain refused the update: %s", state.number, revert.reason)
+                self._suspended_until = max(self._suspended_until, state.number)
+                return
         announcement = UpdateAnnounced(
             federation=self.federation_id,
             round=state.number,
@@ -261,7 +302,7 @@ class RoundEngine:
             base = self._model(base_cid)
             updates = [
                 (submission.participant, update)
-                for submission in self.ledger.submissions(state.number)
+                for submission in unique_updates(self.ledger.submissions(state.number))
                 if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
                 is not None
             ]
@@ -444,6 +485,21 @@ class RoundEngine:
             self.inbox.guard.advance(state.number)
             self._collect_content(state.number)
         self.inbox.current_round = state.number
+
+
+def unique_updates(submissions: Iterable[Submission]) -> list[Submission]:
+    """The first submission of each CID, in chain order.
+
+    Counting one CID twice would double its weight in the merge; contracts since version 2 refuse a CID
+    already submitted to the round, and this keeps the merge safe on any ledger.
+    """
+    seen: set[str] = set()
+    unique = []
+    for submission in submissions:
+        if submission.update_cid not in seen:
+            seen.add(submission.update_cid)
+            unique.append(submission)
+    return unique
 
 
 def _now_milliseconds() -> int:

@@ -32,6 +32,7 @@ class EngineStatistics:
     rejected_updates: int = 0
     transactions: int = 0
     gas_used: int = 0
+    rounds_suspended: int = 0  # rounds this peer sat out because the chain suspended it
     # peer address -> action (discarded, clipped, weight_capped) -> how often the merge rule did it
     filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -81,6 +82,7 @@ class EngineStatistics:
                 transactions=self.transactions,
                 gas_used=self.gas_used,
                 filtered_updates={peer: dict(actions) for peer, actions in self.filtered_updates.items()},
+                rounds_suspended=self.rounds_suspended,
             )
 
 
@@ -101,3 +103,4 @@ class StatisticsSnapshot:
     transactions: int
     gas_used: int
     filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
+    rounds_suspended: int = 0

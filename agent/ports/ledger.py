@@ -16,6 +16,12 @@ CIDs cross this port as strings, CIDv1 in base32 (``bafkrei...``); an adapter ma
 form, but returns them in that spelling. A CID the ledger cannot record (not sha2-256, or a codec other than
 raw and dag-pb) is a programming error: ``ValueError``.
 
+Trust rules fixed at deployment (:class:`FederationSettings`): who may register (:class:`Membership`), the
+largest sample count an update may claim, one update per CID and round, and a per-participant
+:class:`ParticipantRecord` whose strikes (attesting a model other than the canonical one, or withholding the
+attestation of a round that then fails at its deadline) suspend a participant from submitting for a number of
+rounds.
+
 Errors: :class:`agent.errors.ContractRevertError` when the ledger refuses a call, its ``reason`` naming the
 refusal and its values, as in ``"CoordinatorRoundClosed(3)"`` (the custom errors of
 ``coordinator_contract/Coordinator.sol``; permanent: not a LedgerError); :class:`agent.errors.LedgerError`
@@ -32,11 +38,15 @@ from enum import IntEnum
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "Attestation",
     "FederationSettings",
     "FinalizedRound",
     "Ledger",
+    "Membership",
+    "ParticipantRecord",
     "RoundPhase",
     "RoundState",
+    "RoundSummary",
     "Submission",
     "TrainingMode",
 ]
@@ -59,6 +69,14 @@ class RoundPhase(IntEnum):
     FAILED = 3  # no update, or no majority before the deadline: the previous model carries over
 
 
+class Membership(IntEnum):
+    """Who may register; the values are the contract's."""
+
+    ALLOWLIST = 0  # accounts the deployer allows (the default: permissioned)
+    OPEN = 1  # anyone: one person can register many accounts, so for demos only
+    VOTE = 2  # founding members the deployer allows, then whoever a strict majority of the members admits
+
+
 @dataclass(frozen=True)
 class FederationSettings:
     """What the federation's creator fixes once, at deployment."""
@@ -71,7 +89,15 @@ class FederationSettings:
     model_spec_digest: bytes  # 32 bytes naming the architecture and training recipe every peer must run
     genesis_model_cid: str  # the initial model every peer starts from
     federation_seed: int  # unsigned 64-bit seed from which peers derive shared randomness
-    open_membership: bool  # False: only accounts the deployer allows may register
+    membership: Membership
+    maximum_samples: int  # the largest sample count an update may claim (the recipe's)
+    strike_limit: int  # strikes in a row that suspend a participant (0: nobody is ever suspended)
+    suspension_rounds: int  # length of a first suspension, in rounds; each further one doubles
+
+    @property
+    def open_membership(self) -> bool:
+        """Whether anyone may register."""
+        return self.membership is Membership.OPEN
 
     @property
     def total_rounds(self) -> int:
@@ -120,6 +146,53 @@ class FinalizedRound:
     number: int
     stage: int
     model_cid: str
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """A round's outcome as the chain records it, for any round up to the current one."""
+
+    number: int
+    stage: int
+    phase: RoundPhase
+    submission_count: int
+    attestation_count: int
+    canonical_model_cid: str | None  # None unless finalized
+    attestation_expired: bool  # failed at its attestation deadline: its silent submitters withheld
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """One submitter's attestation of the model it merged for a round."""
+
+    round_number: int
+    participant: str  # checksummed address
+    model_cid: str
+
+
+@dataclass(frozen=True)
+class ParticipantRecord:
+    """What a participant did in the rounds it submitted to that are over, and whether it is suspended.
+
+    In a finalized round a submitter attested the canonical model, attested another model (a strike), or
+    did not attest (no strike: the majority did not need it); ``withheld`` counts rounds that failed at
+    their attestation deadline without its attestation (a strike). ``strike_limit`` strikes in a row
+    suspend it until round ``suspended_until_round`` is over; attesting the canonical model clears them.
+    """
+
+    submitted: int
+    attested_canonical: int
+    attested_other: int
+    not_attested: int
+    withheld: int
+    strikes: int
+    suspensions: int
+    suspended_until_round: int  # 0: never suspended
+    last_submitted_round: int  # 0: never submitted
+
+    def suspended_in(self, round_number: int) -> bool:
+        """Whether the participant may not submit to ``round_number``."""
+        return round_number <= self.suspended_until_round
 
 
 @runtime_checkable
@@ -189,4 +262,16 @@ class Ledger(Protocol):
 
     def round_log(self) -> tuple[FinalizedRound, ...]:
         """Every finalized round with its canonical model, oldest first."""
+        ...
+
+    def round_summary(self, round_number: int) -> RoundSummary:
+        """A round's stage, phase, counts and canonical model (ContractRevertError for a future round)."""
+        ...
+
+    def attestations(self, round_number: int) -> tuple[Attestation, ...]:
+        """Who attested which model in a round, in the order the chain recorded them."""
+        ...
+
+    def participant_record(self, address: str) -> ParticipantRecord:
+        """``address``'s record (all zeros for an account that never submitted)."""
         ...
