@@ -22,7 +22,7 @@ import torch
 
 from agent.commands.local_federation import LocalFederation
 from agent.engine.round_engine import RoundEngine
-from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
+from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.backends.torch_backend import TorchBackend
 from agent.learning.model_file import decode_model
 from agent.learning.model_state import ModelState
@@ -148,19 +148,6 @@ def test_the_default_rule_keeps_the_model_and_reports_the_attacker(
         message for message in messages if run.attacker_address in message and "norm_bound clipped" in message
     ]
     assert len(named) >= ROUNDS * len(run.honest_engines), "not every honest peer logged the clipped attacker"
-
-
-def test_legacy_fedavg_lets_the_same_attack_through_unreported(
-    tmp_path: Path, robust_run: tuple[AttackedRun, list[str]]
-) -> None:
-    legacy = run_attacked_federation(tmp_path, LEGACY_FEDAVG, 50.0)
-    assert len(set(legacy.honest_cids)) == 1, "even undefended, honest peers agree on what they merged"
-    for engine in legacy.honest_engines:
-        assert engine.statistics.snapshot().filtered_updates == {}
-    moved_robust = displacement(robust_run[0].final)
-    moved_legacy = displacement(legacy.final)
-    # FedAvg of four honest updates and one 50x update moves the model about ten honest steps
-    assert moved_legacy > 3 * moved_robust, (moved_legacy, moved_robust)
 
 
 def test_the_attacker_backend_sends_a_well_formed_scaled_update() -> None:

@@ -22,6 +22,7 @@ from agent.benchmark.robustness import (
     summarise_cell,
 )
 from agent.errors import ConfigurationError
+from agent.learning.aggregation.arguments import parse_variant
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION
 
 
@@ -40,6 +41,16 @@ def test_the_plan_has_a_clean_run_and_every_attack_per_rule_and_scenario() -> No
         planned_cells(["fedavg"], ["bribe"], [(1, 5)])
     with pytest.raises(ConfigurationError):
         planned_cells(["fedmean"], ["scale"], [(1, 5)])
+
+
+def test_a_rule_alone_has_no_norm_bound_and_the_default_is_trimmed_mean_with_one() -> None:
+    assert parse_variant("trimmed_mean").norm_bound is None
+    assert parse_variant("median").norm_bound is None
+    assert parse_variant("trimmed_mean+norm_bound") == DEFAULT_AGGREGATION
+    fedavg = parse_variant("fedavg")
+    assert (fedavg.norm_bound, fedavg.sample_weighting) == (None, "claimed")
+    with pytest.raises(ConfigurationError):
+        parse_variant("median+norm_bound+x")
 
 
 def test_a_cell_keeps_images_per_client_and_sets_rule_and_attack() -> None:

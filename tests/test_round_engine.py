@@ -338,15 +338,27 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
 
 
 class RefusingLedger(CrashingLedger):
-    """Reports a clean record but the chain refuses the update, as if suspended since the record was read."""
+    """Reports a clean record but the chain refuses the update, as if suspended since the record was read
+    (or, with ``reason``, for another reason that sits this round out)."""
+
+    reason = "CoordinatorSuspended(0xA, {round})"
 
     def submit_update(self, round_number: int, update_cid: str, samples: int) -> None:
-        raise ContractRevertError("refused", reason=f"CoordinatorSuspended(0xA, {round_number})")
+        raise ContractRevertError("refused", reason=self.reason.format(round=round_number))
 
 
-def test_a_peer_refused_as_suspended_waits_for_the_next_round(federation: LocalFederation) -> None:
+class DuplicateRefusingLedger(RefusingLedger):
+    """Another peer already submitted byte-identical bytes (as honest peers do from a destroyed model)."""
+
+    reason = "CoordinatorDuplicateUpdate({round}, 85, 0x76, 0x3B)"
+
+
+@pytest.mark.parametrize("refusing", [RefusingLedger, DuplicateRefusingLedger])
+def test_a_peer_refused_as_suspended_waits_for_the_next_round(
+    federation: LocalFederation, refusing: type[RefusingLedger]
+) -> None:
     engine = federation.engine(0, shard(0))
-    engine.ledger = RefusingLedger(engine.ledger)  # type: ignore[assignment]
+    engine.ledger = refusing(engine.ledger)  # type: ignore[assignment]
     engine.ledger.register()
     state = engine.ledger.current_round()
     assert engine._act(state)  # trains, is refused, and does not raise

@@ -67,6 +67,8 @@ ROUND_OVER_REASONS = (
 
 # Reverts that mean the chain moved on between reading its state and acting on it (another peer closed the
 # round, or the chain's clock is behind ours): read the state again. Every other revert ends the engine.
+SIT_OUT_REASONS = ("CoordinatorSuspended", "CoordinatorDuplicateUpdate")
+
 STATE_MOVED_ON_REASONS = (*ROUND_OVER_REASONS, "CoordinatorRoundClosed", "CoordinatorRoundNotExpired")
 
 
@@ -270,7 +272,10 @@ class RoundEngine:
                     )
                 )
             except ContractRevertError as revert:
-                if not (revert.reason or "").startswith("CoordinatorSuspended"):
+                # Suspended since the record was read, or another peer submitted byte-identical bytes (a
+                # destroyed model can make honest peers' deltas equal): either way this round goes on
+                # without this device's submission, and retrying would only be refused again.
+                if not (revert.reason or "").startswith(SIT_OUT_REASONS):
                     raise
                 logger.warning("round %d: the chain refused the update: %s", state.number, revert.reason)
                 self._suspended_until = max(self._suspended_until, state.number)

@@ -1,9 +1,10 @@
 """Command-line options that choose an aggregation rule: shared by ``contract deploy``, ``demo`` and the
 benchmark, so the three spell every rule and parameter the same way.
 
-A rule named without parameters takes its own defaults: ``fedavg`` means FedAvg as published (claim
-weights, no clipping); every robust rule takes :data:`DEFAULT_AGGREGATION`'s parameters. A variant such as
-``trimmed_mean+norm_bound`` adds norm bounding to a rule that has none by default.
+A rule named without parameters runs alone: ``fedavg`` means FedAvg as published (claim weights, no
+clipping); every robust rule takes :data:`DEFAULT_AGGREGATION`'s parameters but no norm bound. A variant
+such as ``trimmed_mean+norm_bound`` adds norm bounding (``trimmed_mean+norm_bound`` is the default rule),
+and ``--norm-bound`` sets kappa or switches it on or off for any rule.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ def rule_defaults(rule: str) -> AggregationConfig:
         raise ConfigurationError(f"unknown aggregation rule {rule!r}; choose from {', '.join(RULE_NAMES)}")
     if rule == "fedavg":
         return replace(DEFAULT_AGGREGATION, rule=rule, norm_bound=None, sample_weighting="claimed")
-    if rule == DEFAULT_AGGREGATION.rule:
-        return DEFAULT_AGGREGATION
     return replace(DEFAULT_AGGREGATION, rule=rule, norm_bound=None)
 
 
