@@ -135,7 +135,14 @@ class IpfsContentStore:
 
     def garbage_collect(self) -> list[str]:
         """Run the node's repository garbage collection; return the CIDs of the blocks it removed."""
-        removed = self._call("repo gc", lambda: self._client.repo.gc(quiet=False))
+        # A collection walks the whole repository: on a large one it outlasts any per-call timeout, and it
+        # runs off the critical path, so it gets ten times the budget of a call.
+        removed = self._call(
+            "repo gc",
+            lambda: self._client.repo.gc(
+                quiet=False, timeout=10 * (self._timeout + _CLIENT_TIMEOUT_MARGIN_SECONDS)
+            ),
+        )
         names = [str(entry.get("Key", {}).get("/", "")) for entry in removed or () if isinstance(entry, dict)]
         return [name for name in names if name]
 
