@@ -22,7 +22,7 @@ from agent.learning.aggregation.config import (
 )
 
 NORM_BOUND_SUFFIX = "+norm_bound"
-DEFAULT_NORM_BOUND = 3.0
+DEFAULT_NORM_BOUND = DEFAULT_AGGREGATION.norm_bound or 3.0  # what +norm_bound adds: the default's kappa
 
 
 def rule_defaults(rule: str) -> AggregationConfig:
@@ -90,11 +90,11 @@ def aggregation_from_arguments(arguments: argparse.Namespace) -> AggregationConf
         "sample_weighting": arguments.sample_weighting,
         "maximum_samples": arguments.maximum_samples,
     }
-    if arguments.norm_bound is not None:
-        text = str(arguments.norm_bound).strip().lower()
-        try:
-            overrides["norm_bound"] = None if text == "none" else float(text)
-        except ValueError:
-            raise ConfigurationError(f"--norm-bound takes a number or 'none', not {text!r}") from None
-        config = replace(config, norm_bound=overrides.pop("norm_bound"))
-    return replace(config, **{name: value for name, value in overrides.items() if value is not None})
+    config = replace(config, **{name: value for name, value in overrides.items() if value is not None})
+    if arguments.norm_bound is None:
+        return config
+    text = str(arguments.norm_bound).strip().lower()  # None is a value here: "none" switches clipping off
+    try:
+        return replace(config, norm_bound=None if text == "none" else float(text))
+    except ValueError:
+        raise ConfigurationError(f"--norm-bound takes a number or 'none', not {text!r}") from None
