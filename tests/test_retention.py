@@ -60,6 +60,29 @@ def test_the_latest_canonical_model_is_kept_even_behind_failed_rounds() -> None:
     assert store.has(chain.models[1]) and store.has(genesis)
 
 
+def test_without_collection_the_retention_only_unpins_and_the_stores_own_collection_removes_it() -> None:
+    store, chain = InMemoryContentStore(), RecordedChain()
+    genesis = store.put(b"genesis")
+    retention = ContentRetention(  # what the agent runs on an IPFS node, which collects on its own
+        chain,  # type: ignore[arg-type]
+        store,
+        genesis,
+        keep_canonical_models=1,
+        collect_garbage=False,
+    )
+    for number in range(1, 5):
+        chain.updates[number] = [store.put(f"update {number}".encode())]
+        chain.models[number] = store.put(f"model {number}".encode())
+    before = store.stored_bytes()
+    assert retention.collect(5, []) == []
+    assert store.stored_bytes() == before  # nothing removed yet: only unpinned
+    removed = store.garbage_collect()  # the node's own schedule
+    # Kept: genesis, the last model (keep_canonical_models=1) and rounds 4-5's updates.
+    expected = {cid for number in (1, 2, 3) for cid in (*chain.updates[number], chain.models[number])}
+    assert set(removed) == expected
+    assert all(store.has(cid) for cid in [genesis, chain.models[4], *chain.updates[4]])
+
+
 @pytest.mark.slow
 def test_a_long_federations_store_stays_bounded(tmp_path: Path) -> None:
     config = TrainingConfig(

@@ -134,15 +134,28 @@ class IpfsContentStore:
             return
 
     def garbage_collect(self) -> list[str]:
-        """Run the node's repository garbage collection; return the CIDs of the blocks it removed."""
+        """Run the node's repository garbage collection; return the CIDs of the blocks it removed.
+
+        The agent does not call this on an IPFS node (the node collects on its own schedule, see
+        agent.engine.round_engine.EngineOptions); it is here for an operator's explicit collection.
+        """
         # A collection walks the whole repository: on a large one it outlasts any per-call timeout, and it
-        # runs off the critical path, so it gets ten times the budget of a call.
-        removed = self._call(
-            "repo gc",
-            lambda: self._client.repo.gc(
-                quiet=False, timeout=10 * (self._timeout + _CLIENT_TIMEOUT_MARGIN_SECONDS)
-            ),
-        )
+        # runs off the critical path, so it gets ten times the budget of a call, on the node's side too,
+        # so that a collection stuck on the node (js-ipfs waiting for a block it lost) still ends.
+        budget = 10 * self._timeout
+        try:
+            removed = self._call(
+                "repo gc",
+                lambda: self._client.repo.gc(
+                    quiet=False,
+                    timeout=budget + _CLIENT_TIMEOUT_MARGIN_SECONDS,
+                    opts={"timeout": f"{budget}s"},
+                ),
+            )
+        except ContentNotFoundError as error:  # the node's "request timed out"
+            raise ContentStoreError(
+                f"the IPFS node at {self._address} did not finish repo gc within {budget} s: {error}"
+            ) from error
         names = [str(entry.get("Key", {}).get("/", "")) for entry in removed or () if isinstance(entry, dict)]
         return [name for name in names if name]
 

@@ -12,6 +12,7 @@ is an allowlist of the peers' accounts unless told otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -159,7 +160,11 @@ class LocalFederation:
             images=images,
             state_directory=self.peer_directory(index),
             federation_id=self.federation_id,
-            options=options or EngineOptions(poll_seconds=0.2),
+            options=dataclasses.replace(
+                options or EngineOptions(poll_seconds=0.2),
+                # Peers share this store: on an IPFS node their collections would overlap (EngineOptions).
+                collect_garbage=not isinstance(self.store, IpfsContentStore),
+            ),
             backend=backend,
         )
 

@@ -13,7 +13,9 @@ and unpins the rest, then lets the store collect it:
 
 Everything is read from the chain, so a restarted agent collects what an earlier run left behind: it
 walks the rounds from the first again (unpinning is idempotent). Pins on IPFS follow the same rule, since
-the store's own ``unpin`` and ``garbage_collect`` do the work.
+the store's own ``unpin`` does the work; with ``collect_garbage`` off (the agent's setting for an IPFS
+node) the node removes unpinned blocks on its own schedule (kubo's ``--enable-gc``) instead of the agent
+asking for a collection after every round.
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ class ContentRetention:
     """Unpins and collects what no longer needs keeping, round by round (see the module docstring)."""
 
     def __init__(
-        self, ledger: Ledger, store: ContentStore, genesis_cid: str, keep_canonical_models: int
+        self,
+        ledger: Ledger,
+        store: ContentStore,
+        genesis_cid: str,
+        keep_canonical_models: int,
+        *,
+        collect_garbage: bool = True,
     ) -> None:
         if keep_canonical_models < 1:
             raise ValueError(f"keep_canonical_models must be at least 1, not {keep_canonical_models}")
@@ -39,12 +47,17 @@ class ContentRetention:
         self.store = store
         self.genesis_cid = genesis_cid
         self.keep_canonical_models = keep_canonical_models
+        self.collect_garbage = collect_garbage
         self._updates_collected_through = 0  # rounds whose updates were let go
         self._models_collected_through = 0  # rounds whose canonical models were let go
         self._deferred: set[str] = set()  # old enough to go, but still needed last time (the latest model)
 
     def collect(self, current_round: int, own_work: Iterable[str]) -> list[str]:
-        """Let go of what rounds before ``current_round`` left that nothing needs; return the CIDs removed."""
+        """Let go of what rounds before ``current_round`` left that nothing needs; return the CIDs removed.
+
+        Without ``collect_garbage`` this only unpins, and returns nothing: the store removes the content
+        when it collects.
+        """
         keep = {self.genesis_cid, self.ledger.latest_canonical_model(), *(cid for cid in own_work if cid)}
         recent = range(max(1, current_round - self.keep_canonical_models), current_round)
         keep.update(cid for number in recent if (cid := self.ledger.canonical_model(number)))
@@ -63,6 +76,8 @@ class ContentRetention:
         for cid in sorted(released - keep):
             self.store.unpin(cid)
         self._deferred = released & keep
+        if not self.collect_garbage:
+            return []
         removed = self.store.garbage_collect()
         if removed:
             logger.info(

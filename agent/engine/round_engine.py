@@ -84,6 +84,10 @@ class EngineOptions:
     keep_canonical_models: int = (
         2  # canonical models of past rounds kept in the store (agent.engine.retention)
     )
+    # Run the store's collection after unpinning. Off for an IPFS node: it collects on its own schedule
+    # (kubo's --enable-gc), its collection stalls every add while it runs, and on js-ipfs two collections at
+    # once (devices sharing a node) lose its MFS root, after which every later collection hangs.
+    collect_garbage: bool = True
 
 
 class RoundEngine:
@@ -128,7 +132,11 @@ class RoundEngine:
         self._prefetched: dict[str, bytes] = {}
         self._last_finalized = -1
         self.retention = ContentRetention(
-            ledger, store, self.federation.settings.genesis_model_cid, self.options.keep_canonical_models
+            ledger,
+            store,
+            self.federation.settings.genesis_model_cid,
+            self.options.keep_canonical_models,
+            collect_garbage=self.options.collect_garbage,
         )
         self._suspension_checked_round = 0
         self._suspended_until = 0
