@@ -24,7 +24,7 @@ from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.learning.update import ModelUpdate, expected_update_names
-from agent.ports.ledger import RoundPhase, Submission
+from agent.ports.ledger import Submission
 from agent.protocol.messages import UpdateAnnounced, encode, topic_of
 from models.spec import EncoderSpec
 
@@ -115,58 +115,6 @@ def test_poisoned_updates_are_left_out_and_the_honest_peers_still_agree(tmp_path
             assert engine.statistics.snapshot().updates_merged == 9
 
 
-def test_bytes_that_do_not_match_their_cid_are_left_out(federation: LocalFederation) -> None:
-    engine = federation.engine(0, shard(0))
-    good = bad_update("zeros", 1)
-    cid = federation.store.put(good)
-    stored = federation.work_directory / "content" / "blocks" / cid
-    stored.chmod(0o644)
-    stored.write_bytes(good[:-4] + b"\x01\x02\x03\x04")
-    state = federation.observer.current_round()
-    assert engine._verified_update(cid, 16, initial_state(TINY), state) is None
-    assert engine.statistics.snapshot().rejected_updates == 1
-
-
-def test_an_announcement_of_a_cid_not_on_chain_is_rejected(federation: LocalFederation) -> None:
-    engine = federation.engine(0, shard(0))
-    stranger_ledger = federation.ledger(federation.accounts[1])
-    stranger_ledger.register()
-    announcement = UpdateAnnounced(
-        federation=federation.federation_id,
-        round=1,
-        stage=1,
-        participant=federation.accounts[1].address,
-        cid=federation.store.put(b"never submitted"),
-        samples=16,
-        sent_at=0,
-    )
-    engine._handle_message(announcement)
-    assert engine.statistics.snapshot().rejected_messages == 1
-    assert announcement.cid not in engine._prefetched
-
-
-def test_an_announcement_of_another_peers_cid_is_rejected(federation: LocalFederation) -> None:
-    """A free-rider announcing (signed, registered) a CID that the chain records under another submitter."""
-    engine = federation.engine(0, shard(0))
-    author, free_rider = (federation.ledger(federation.accounts[index]) for index in (1, 2))
-    author.register()
-    free_rider.register()
-    cid = federation.store.put(bad_update("zeros", 1))
-    author.submit_update(1, cid, 16)
-    announcement = UpdateAnnounced(
-        federation=federation.federation_id,
-        round=1,
-        stage=1,
-        participant=free_rider.account,
-        cid=cid,
-        samples=16,
-        sent_at=0,
-    )
-    engine._handle_message(announcement)
-    assert engine.statistics.snapshot().rejected_messages == 1
-    assert cid not in engine._prefetched
-
-
 def test_a_device_not_admitted_is_told_how_to_join(tmp_path: Path) -> None:
     with LocalFederation(TINY, peers=1, rounds_per_stage=1, work_directory=tmp_path) as federation:
         federation.observer.disallow(federation.accounts[0].address)  # the observer is the deployer
@@ -249,33 +197,6 @@ class CrashingLedger:
         self._inner.submit_update(round_number, update_cid, samples)  # type: ignore[attr-defined]
 
 
-@pytest.mark.slow
-def test_a_peer_restarted_between_training_and_submitting_does_not_retrain(
-    federation: LocalFederation,
-) -> None:
-    crashing = federation.engine(0, shard(0))
-    crashing.ledger = CrashingLedger(crashing.ledger)  # type: ignore[assignment]
-    crashing.ledger.register()
-    state = crashing.ledger.current_round()
-    with pytest.raises(LedgerError):
-        crashing._train_and_submit(state)
-    assert crashing.statistics.snapshot().updates_trained == 1
-    pinned_cid = crashing.checkpoints.load().update_cid
-    assert pinned_cid and state.phase is RoundPhase.SUBMISSION
-
-    restarted = federation.engine(0, shard(0))  # same key and state directory: a new process
-    others = [federation.engine(index, shard(index)) for index in (1, 2)]
-    stop = threading.Event()
-    threads, results = federation.start([restarted, *others], stop)
-    for thread in threads:
-        thread.join(120)
-    stop.set()
-    assert len(set(results.values())) == 1 and len(results) == 3
-    assert restarted.statistics.snapshot().updates_trained == 2, "round 1 must not be trained again"
-    first_round = federation.observer.submissions(1)
-    assert pinned_cid in {submission.update_cid for submission in first_round}
-
-
 class RevertingLedger(CrashingLedger):
     """Reads the round as the inner ledger does, but every read raises ``revert`` until ``stop`` is set."""
 
@@ -335,33 +256,3 @@ def test_a_peer_that_joins_late_catches_up_from_the_canonical_models(tmp_path: P
         assert len(results) == 2 and late_results[0] == results[0] == results[1]
         assert late.statistics.snapshot().bytes_downloaded > 0
         assert late.identity.address in federation.observer.participants()
-
-
-class RefusingLedger(CrashingLedger):
-    """Reports a clean record but the chain refuses the update, as if suspended since the record was read
-    (or, with ``reason``, for another reason that sits this round out)."""
-
-    reason = "CoordinatorSuspended(0xA, {round})"
-
-    def submit_update(self, round_number: int, update_cid: str, samples: int) -> None:
-        raise ContractRevertError("refused", reason=self.reason.format(round=round_number))
-
-
-class DuplicateRefusingLedger(RefusingLedger):
-    """Another peer already submitted byte-identical bytes (as honest peers do from a destroyed model)."""
-
-    reason = "CoordinatorDuplicateUpdate({round}, 85, 0x76, 0x3B)"
-
-
-@pytest.mark.parametrize("refusing", [RefusingLedger, DuplicateRefusingLedger])
-def test_a_peer_refused_as_suspended_waits_for_the_next_round(
-    federation: LocalFederation, refusing: type[RefusingLedger]
-) -> None:
-    engine = federation.engine(0, shard(0))
-    engine.ledger = refusing(engine.ledger)  # type: ignore[assignment]
-    engine.ledger.register()
-    state = engine.ledger.current_round()
-    assert engine._act(state)  # trains, is refused, and does not raise
-    assert engine.statistics.snapshot().updates_trained == 1
-    assert not engine._act(state)  # nothing more to do this round: no retraining, no resubmission
-    assert engine.statistics.snapshot().updates_trained == 1

@@ -116,12 +116,19 @@ class PeakMemoryMeter:
         self.sampling_interval_seconds = sampling_interval_seconds
         self._baseline: int | None = None
         self._sampled_peak = 0
+        self._samples_taken = 0
         self._stop_sampling = threading.Event()
         self._sampler: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
         return self._baseline is not None
+
+    @property
+    def samples_taken(self) -> int:
+        """RSS readings the sampler took since the window opened (0 with the kernel method): a reader can
+        tell whether the sampler saw a moment, on a machine too loaded for its interval to hold."""
+        return self._samples_taken
 
     def start(self) -> None:
         """Open a window: free memory goes back to the kernel, then the RSS becomes the baseline and the
@@ -136,6 +143,7 @@ class PeakMemoryMeter:
             return
         self._baseline = resident_bytes()
         self._sampled_peak = self._baseline
+        self._samples_taken = 0
         self._stop_sampling.clear()
         self._sampler = threading.Thread(target=self._sample, name="peak-memory-sampler", daemon=True)
         self._sampler.start()
@@ -157,3 +165,4 @@ class PeakMemoryMeter:
     def _sample(self) -> None:
         while not self._stop_sampling.wait(self.sampling_interval_seconds):
             self._sampled_peak = max(self._sampled_peak, resident_bytes())
+            self._samples_taken += 1

@@ -52,9 +52,8 @@ def content_store(config: AgentConfig) -> ContentStore:
     return IpfsContentStore(config.store.address, timeout=config.store.timeout_seconds)
 
 
-def message_bus(
-    config: AgentConfig, account_address: str, online: OutgoingMessage, will: OutgoingMessage
-) -> MqttMessageBus:
+def broker_settings(config: AgentConfig, client_id: str = "") -> MqttSettings:
+    """The broker and credentials of ``config`` (the password read from its file), as ``client_id``."""
     broker = config.broker
     password = None
     if broker.password_file:
@@ -62,15 +61,21 @@ def message_bus(
             password = Path(broker.password_file).read_text().strip()
         except OSError as error:
             raise ConfigurationError(f"{config.path}: broker.password_file: {error.strerror}") from error
-    settings = MqttSettings(
+    return MqttSettings(
         host=broker.host,
         port=broker.port,
         protocol="5" if broker.protocol == "5" else "3.1.1",
-        client_id=f"layerfed-{account_address.lower()}",
+        client_id=client_id,
         username=broker.username or None,
         password=password,
         tls_ca_file=Path(broker.tls_ca_file) if broker.tls_ca_file else None,
     )
+
+
+def message_bus(
+    config: AgentConfig, account_address: str, online: OutgoingMessage, will: OutgoingMessage
+) -> MqttMessageBus:
+    settings = broker_settings(config, client_id=f"layerfed-{account_address.lower()}")
     return MqttMessageBus(settings, last_will=will, connect_message=online)
 
 

@@ -13,6 +13,7 @@ presence messages on the broker, and the file system.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import shutil
 import threading
@@ -28,9 +29,10 @@ from agent.adapters.local_store import LocalContentStore
 from agent.adapters.mqtt_bus import MqttMessageBus, MqttSettings
 from agent.commands.agent_config import AgentConfig
 from agent.commands.agent_status import StatusFile, is_running
+from agent.commands.run_agent import broker_settings
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.training_step import TRAINING_STEP_FILE
-from agent.errors import ConfigurationError, LayerfedError
+from agent.errors import LayerfedError
 from agent.ports.content_store import ContentStore
 from agent.protocol.messages import Presence, decode
 from agent.protocol.topics import FederationTopics
@@ -207,20 +209,8 @@ def _retained_presence(config: AgentConfig, expected: set[str]) -> dict[str, str
 
 def _broker_settings(config: AgentConfig) -> MqttSettings:
     """The agent's broker and credentials, with a client id of its own (the agent's would disconnect it)."""
-    broker = config.broker
-    password = None
-    if broker.password_file:
-        try:
-            password = Path(broker.password_file).read_text().strip()
-        except OSError as error:
-            raise ConfigurationError(f"{config.path}: broker.password_file: {error.strerror}") from error
-    return MqttSettings(
-        host=broker.host,
-        port=broker.port,
-        protocol="5" if broker.protocol == "5" else "3.1.1",
-        username=broker.username or None,
-        password=password,
-        tls_ca_file=Path(broker.tls_ca_file) if broker.tls_ca_file else None,
+    return dataclasses.replace(
+        broker_settings(config),
         connect_timeout_seconds=BROKER_TIMEOUT_SECONDS,
         subscribe_timeout_seconds=BROKER_TIMEOUT_SECONDS,
         close_timeout_seconds=BROKER_TIMEOUT_SECONDS,
