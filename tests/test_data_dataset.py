@@ -125,6 +125,7 @@ def test_held_out_split_rejects_bad_arguments(fraction: float, seed: int) -> Non
 
 
 def test_public_api_is_pinned() -> None:
+    # Deliberate repetition of agent.data.__all__: a change to the public API must change this test too.
     assert sorted(agent.data.__all__) == [
         "DATASET_NAMES",
         "DEFAULT_FASHION_MNIST_DIRECTORY",

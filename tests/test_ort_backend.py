@@ -55,6 +55,7 @@ from agent.learning.training_progress import (
 )
 from agent.learning.update import validate_update
 from models.spec import EncoderSpec
+from tests.test_training_resume import stop_after
 
 pytestmark = pytest.mark.skipif(
     not onnx_runtime_platform_has_wheels(),
@@ -258,16 +259,6 @@ def test_the_optimizer_graph_is_torch_adamw_with_torch_constants(ort_backend: Tr
 
 
 # ------------------------------------------------------------------------------ stopping and resuming
-
-
-def stop_after(steps: int) -> TrainingHooks:
-    calls = [0]
-
-    def should_stop() -> bool:
-        calls[0] += 1
-        return calls[0] >= steps
-
-    return TrainingHooks(should_stop=should_stop)
 
 
 @pytest.mark.parametrize("steps", [1, 3, 5])

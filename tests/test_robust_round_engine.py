@@ -48,6 +48,7 @@ class ScalingAttacker(TorchBackend):
     def __init__(self, factor: float) -> None:
         self.factor = factor
 
+    # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
     def train(
         self,
         global_state: Mapping[str, torch.Tensor],

@@ -6,6 +6,7 @@ content store; only the model is tiny so a round takes a second.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -147,15 +148,7 @@ def test_the_inbox_rejects_what_a_bus_may_carry(federation: LocalFederation) -> 
     )
     topic = topic_of(announcement)
     signed = encode(announcement, member)
-    unregistered = UpdateAnnounced(
-        federation=federation.federation_id,
-        round=1,
-        stage=1,
-        participant=stranger.address,
-        cid="bafkreiabc",
-        samples=1,
-        sent_at=1,
-    )
+    unregistered = dataclasses.replace(announcement, participant=stranger.address)
     engine.inbox.receive(topic, b"{not json")
     engine.inbox.receive(topic, signed.replace(b'"signature":"0x', b'"signature":"0x00'))
     engine.inbox.receive(topic_of(unregistered), encode(unregistered, stranger))

@@ -17,7 +17,9 @@ from agent.learning.modes import TrainingMode
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.learning.update import ModelUpdate, expected_update_names
+from agent.ports.identity import Signer
 from agent.ports.ledger import Ledger, RoundPhase
+from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import UpdateAnnounced, encode, topic_of
 from models.spec import EncoderSpec
 from tests.in_memory_federation import InMemoryFederation
@@ -43,6 +45,20 @@ def zero_update(stage: int, salt: int = 0) -> bytes:
     return ModelUpdate(
         TINY.mode, stage, 16 + salt, {name: torch.zeros_like(reference[name]) for name in names}
     ).to_bytes()
+
+
+def announce(bus: MessageBus, federation: InMemoryFederation, author: Signer, number: int, cid: str) -> None:
+    """Publish ``author``'s signed announcement of ``cid`` for round ``number`` (stage = round here)."""
+    message = UpdateAnnounced(
+        federation=federation.federation_id,
+        round=number,
+        stage=number,
+        participant=author.address,
+        cid=cid,
+        samples=16,
+        sent_at=0,
+    )
+    bus.publish(topic_of(message), encode(message, author))
 
 
 def test_honest_peers_agree_and_the_chain_records_each_round(tmp_path: Path) -> None:
@@ -78,20 +94,11 @@ def test_an_announcement_of_a_cid_not_on_chain_is_rejected_and_never_fetched(tmp
     federation.ledger(3).register()  # registered, so its signed messages pass the inbox
     never_submitted = federation.store.put(b"never submitted")
 
-    def announce(number: int) -> None:
-        message = UpdateAnnounced(
-            federation=federation.federation_id,
-            round=number,
-            stage=number,
-            participant=stranger.address,
-            cid=never_submitted,
-            samples=16,
-            sent_at=0,
-        )
-        bus.publish(topic_of(message), encode(message, stranger))
+    def announce_unsubmitted(number: int) -> None:
+        announce(bus, federation, stranger, number, never_submitted)
 
     honest = [federation.engine(index, shard(index)) for index in range(3)]
-    results = federation.run(honest, each_round=announce)
+    results = federation.run(honest, each_round=announce_unsubmitted)
     assert len(set(results.values())) == 1 and len(results) == 3
     assert never_submitted not in federation.store.reads
     assert sum(engine.statistics.snapshot().rejected_messages for engine in honest) >= 1
@@ -108,16 +115,7 @@ def test_an_announcement_of_another_peers_cid_is_rejected(tmp_path: Path) -> Non
     def claim_the_accomplices_update(number: int) -> None:
         cid = federation.store.put(zero_update(number))
         accomplice.submit_update(number, cid, 16)  # on chain, never announced by its author
-        message = UpdateAnnounced(
-            federation=federation.federation_id,
-            round=number,
-            stage=number,
-            participant=free_rider.address,
-            cid=cid,
-            samples=16,
-            sent_at=0,
-        )
-        bus.publish(topic_of(message), encode(message, free_rider))
+        announce(bus, federation, free_rider, number, cid)
 
     honest = [federation.engine(index, shard(index)) for index in range(3)]
     results = federation.run(honest, each_round=claim_the_accomplices_update)

@@ -105,6 +105,7 @@ def test_simulate_trains_every_client_with_the_given_backend() -> None:
         def __init__(self) -> None:
             self.calls = 0
 
+        # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
         def train(
             self,
             global_state: Mapping[str, torch.Tensor],

@@ -86,6 +86,7 @@ class EmbeddedBroker:
         self.start()
         return self
 
+    # Deliberate repetition: the context-manager protocol's __exit__ signature.
     def __exit__(
         self,
         exception_type: type[BaseException] | None,

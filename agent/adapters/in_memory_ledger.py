@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 
 from agent import content_id
 from agent.errors import ContractRevertError
+
+# Deliberate repetition of the Ethereum adapter's imports: both build the port's records.
 from agent.ports.ledger import (
     Attestation,
     FederationSettings,

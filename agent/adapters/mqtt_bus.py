@@ -232,6 +232,7 @@ class MqttMessageBus:
     def __enter__(self) -> MqttMessageBus:
         return self
 
+    # Deliberate repetition: the context-manager protocol's __exit__ signature.
     def __exit__(
         self,
         exception_type: type[BaseException] | None,

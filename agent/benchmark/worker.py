@@ -128,6 +128,7 @@ class StepTimer:
     def prepare(self, config: TrainingConfig, stage: int) -> None:
         self.backend.prepare(config, stage)
 
+    # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
     def train(
         self,
         global_state: Mapping[str, torch.Tensor],

@@ -205,6 +205,7 @@ class LocalFederation:
     def __enter__(self) -> LocalFederation:
         return self
 
+    # Deliberate repetition: the context-manager protocol's __exit__ signature.
     def __exit__(
         self,
         exception_type: type[BaseException] | None,

@@ -149,6 +149,7 @@ class StageTrainer:
         return self.model.project(self.model.pool(hidden), self.readout_stage)
 
 
+# Deliberate repetition: TrainingBackend.train's signature (the torch backend forwards to this).
 def train_client(
     global_state: Mapping[str, torch.Tensor],
     stage: int,

@@ -53,6 +53,7 @@ class TrainingBackend(Protocol):
         """The name it is selected by (``[agent] backend``, ``--backend``)."""
         ...
 
+    # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
     def train(
         self,
         global_state: Mapping[str, torch.Tensor],

@@ -23,6 +23,7 @@ class TorchBackend:
     def name(self) -> str:
         return TORCH_BACKEND
 
+    # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
     def train(
         self,
         global_state: Mapping[str, torch.Tensor],

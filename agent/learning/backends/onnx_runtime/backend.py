@@ -107,6 +107,7 @@ class OnnxRuntimeBackend:
         """Export the stage's training graphs into the cache unless they are there already."""
         self.cache.artifacts(config, stage)
 
+    # Deliberate repetition: the TrainingBackend.train signature, repeated by every backend.
     def train(
         self,
         global_state: Mapping[str, torch.Tensor],
