@@ -101,15 +101,14 @@ class InMemoryFederation:
         ``each_round(number)``, when given, runs on a thread of its own as soon as each round opens, once
         the engines listen (what a misbehaving peer does).
         """
-        stop = threading.Event()
-        threads, results = LocalFederation.start(engines, stop)
+        attacker = None
         if each_round is not None:
-            threads.append(threading.Thread(target=self._every_round, args=(each_round,), daemon=True))
-            threads[-1].start()
-        for thread in threads:
-            thread.join(timeout_seconds)
-        stop.set()
-        assert not any(thread.is_alive() for thread in threads), "a peer did not finish in time"
+            attacker = threading.Thread(target=self._every_round, args=(each_round,), daemon=True)
+            attacker.start()
+        results = LocalFederation.run_to_completion(engines, timeout_seconds)
+        if attacker is not None:
+            attacker.join(timeout_seconds)
+        assert len(results) == len(engines), "a peer did not finish in time"
         return results
 
     def _every_round(self, act: Callable[[int], None]) -> None:

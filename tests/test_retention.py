@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -100,11 +99,7 @@ def test_a_long_federations_store_stays_bounded(tmp_path: Path) -> None:
             run.engine(index, torch.randint(0, 256, (16, 1, 28, 28), dtype=torch.uint8), options)
             for index in range(peers)
         ]
-        stop = threading.Event()
-        threads, results = run.start(engines, stop)
-        for thread in threads:
-            thread.join(300)
-        stop.set()
+        results = run.run_to_completion(engines, timeout_seconds=300)
         assert len(set(results.values())) == 1 and len(results) == peers
         blocks = [
             path for path in (tmp_path / "content" / "blocks").iterdir() if not path.name.startswith(".")

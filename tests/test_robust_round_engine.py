@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -81,12 +80,8 @@ def run_attacked_federation(tmp_path: Path, aggregation: AggregationConfig, fact
             )
             for index in range(PEERS)
         ]
-        stop = threading.Event()
-        threads, results = federation.start(engines, stop)
-        for thread in threads:
-            thread.join(180)
-        stop.set()
-        assert not any(thread.is_alive() for thread in threads), "a peer did not finish in time"
+        results = federation.run_to_completion(engines, timeout_seconds=180)
+        assert len(results) == PEERS, "a peer did not finish in time"
         honest = sorted(index for index in results if index != ATTACKER)
         assert honest == list(range(ATTACKER)), f"honest peers that finished: {honest}"
         cids = [results[index] for index in honest]

@@ -50,12 +50,8 @@ def federation(tmp_path: Path) -> Iterator[LocalFederation]:
 
 def run_to_completion(federation: LocalFederation, timeout_seconds: float = 120.0) -> dict[int, str]:
     engines = [federation.engine(index, shard(index)) for index in range(len(federation.accounts))]
-    stop = threading.Event()
-    threads, results = federation.start(engines, stop)
-    for thread in threads:
-        thread.join(timeout_seconds)
-    stop.set()
-    assert not any(thread.is_alive() for thread in threads), "a peer did not finish in time"
+    results = federation.run_to_completion(engines, timeout_seconds)
+    assert len(results) == len(engines), "a peer did not finish in time"
     federation.engines = engines  # type: ignore[attr-defined]
     return results
 

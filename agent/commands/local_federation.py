@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -196,6 +197,22 @@ class LocalFederation:
         for thread in threads:
             thread.start()
         return threads, results
+
+    @staticmethod
+    def run_to_completion(engines: list[RoundEngine], timeout_seconds: float) -> dict[int, str]:
+        """Run the engines (:meth:`start`) until each ends or ``timeout_seconds`` pass, then stop them.
+
+        Returns each peer's final model CID; a peer that failed or did not end in time has none.
+        """
+        stop = threading.Event()
+        threads, results = LocalFederation.start(engines, stop)
+        deadline = time.monotonic() + timeout_seconds
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        return dict(results)
 
     def close(self) -> None:
         for bus in self._buses:
