@@ -133,8 +133,10 @@ def anvil_url() -> Iterator[str]:
         service.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def embedded_web3() -> Web3:
+    """A fresh in-process chain per test (0.7 s): eth-tester slows down as its chain grows, so a chain
+    shared by a whole session made its later tests minutes long."""
     return create_embedded_chain()
 
 
