@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,7 @@ from opacus.accountants.analysis import rdp as opacus_rdp
 from agent import content_id
 from agent.adapters.account_identity import AccountIdentity, account_from_seed
 from agent.commands.local_federation import LocalFederation
-from agent.engine.checkpoint import CheckpointFile
 from agent.engine.privacy_noise import noise_seed
-from agent.engine.round_engine import EngineOptions
-from agent.engine.training_step import TRAINING_STEP_FILE
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION
 from agent.learning.modes import TrainingMode
@@ -38,7 +35,7 @@ from agent.learning.training import TrainingConfig, train_client
 from agent.learning.update import ModelUpdate
 from models.seeding import derive_seed
 from models.spec import EncoderSpec
-from tests.test_training_resume import StopDuringTraining, images
+from tests.test_training_resume import ENGINE_CONFIG, images, stop_mid_training_and_restart
 
 SPEC = EncoderSpec(architecture="resnet", stages=2, widths=(4, 8), image_size=16, projection_dim=8)
 
@@ -286,29 +283,10 @@ def test_noised_honest_updates_are_not_filtered_by_the_default_rule() -> None:
 
 def test_a_private_engine_stopped_mid_training_pins_the_uninterrupted_update(tmp_path: Path) -> None:
     privacy = PrivacyConfig(clip_norm=0.05, noise_multiplier=1.0)
-    config = TrainingConfig(
-        spec=EncoderSpec(architecture="resnet", stages=1, widths=(8,), projection_dim=8),
-        mode=TrainingMode.LAYER_WISE,
-        federation_seed=3,
-        batch_size=8,
-        local_epochs=2,
-        privacy=privacy,
-    )
+    config = replace(ENGINE_CONFIG, privacy=privacy)
     data = images(count=48, seed=4, size=28)
     with LocalFederation(config, peers=1, rounds_per_stage=1, work_directory=tmp_path) as federation:
-        options = EngineOptions(poll_seconds=0.05)
-        first = federation.engine(0, data, options)
-        stop = StopDuringTraining(steps=5)
-        stop.engine = first
-        first.run(stop)
-        first.bus.close()
-        state_directory = federation.peer_directory(0)
-        assert (state_directory / TRAINING_STEP_FILE).exists()
-        assert CheckpointFile(state_directory).load().update_cid == ""
-
-        second = federation.engine(0, data, options)
-        second.run(threading.Event())
-
+        stop_mid_training_and_restart(federation, data)
         account = federation.accounts[0]
         genesis = federation.observer.settings().genesis_model_cid
         seed = derive_seed(config.federation_seed, "train", 1, account.address.lower())

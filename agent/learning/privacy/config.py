@@ -11,11 +11,11 @@ written before privacy existed stay what they were.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.errors import ConfigurationError
+from agent.learning.recipe_section import section_from_mapping
 
 DEFAULT_TARGET_DELTA = 1e-5
 
@@ -71,16 +71,7 @@ class PrivacyConfig:
     def from_dict(cls, values: object) -> PrivacyConfig:
         """Inverse of :meth:`to_dict`; anything but a mapping, unknown keys or wrong types raise
         ConfigurationError."""
-        if not isinstance(values, Mapping):
-            raise ConfigurationError(f"privacy settings must be a mapping, not {values!r}")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown privacy keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(values))
-        except TypeError as exc:
-            raise ConfigurationError(f"privacy settings are malformed: {exc}") from exc
+        return section_from_mapping(cls, values, "privacy")
 
     def describe(self) -> str:
         """A short label for logs and tables, e.g. ``dp(clip 5, noise 1)`` or ``none``."""
