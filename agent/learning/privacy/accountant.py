@@ -26,8 +26,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from opacus.accountants import RDPAccountant
-
 from agent.errors import ConfigurationError
 from agent.learning.privacy.config import PrivacyConfig
 
@@ -72,6 +70,10 @@ def gaussian_epsilon(noise_multiplier: float, sampling_rate: float, rounds: int,
         return 0.0
     if noise_multiplier == 0:
         return math.inf
+    # Imported here: Opacus's package loads its whole training engine (seconds on a small device), and
+    # ``layerfed status`` of a federation without privacy should not pay for it.
+    from opacus.accountants import RDPAccountant
+
     accountant = RDPAccountant()
     accountant.history.append((noise_multiplier, sampling_rate, rounds))
     with warnings.catch_warnings():
