@@ -19,8 +19,9 @@ import pytest
 import torch
 from opacus.accountants.analysis import rdp as opacus_rdp
 
-from agent import content_id
+from agent import cli, content_id
 from agent.adapters.account_identity import AccountIdentity, account_from_seed
+from agent.commands.deploy import default_recipe
 from agent.commands.local_federation import LocalFederation
 from agent.engine.privacy_noise import noise_seed
 from agent.errors import ConfigurationError
@@ -297,3 +298,15 @@ def test_a_private_engine_stopped_mid_training_pins_the_uninterrupted_update(tmp
         (submission,) = federation.observer.submissions(1)
         assert submission.update_cid == content_id.compute(reference.update.to_bytes())
         assert submission.update_cid != content_id.compute(trained.update.to_bytes())
+
+
+def test_contract_deploy_puts_privacy_in_the_recipe_and_refuses_it_twice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = default_recipe("lw", 0, privacy=PrivacyConfig(clip_norm=5.0, noise_multiplier=1.0))
+    assert recipe.privacy == PrivacyConfig(clip_norm=5.0, noise_multiplier=1.0)
+    assert default_recipe("lw", 0).privacy == NO_PRIVACY
+    command = ["contract", "deploy", "--chain-url", "http://127.0.0.1:9", "--key-file", str(tmp_path / "k")]
+    command += ["--quorum", "1", "--recipe", str(tmp_path / "recipe.json"), "--dp-clip", "5"]
+    assert cli.main(command) == 78
+    assert "differential privacy in the recipe or as options, not both" in capsys.readouterr().err
