@@ -26,6 +26,7 @@ from agent.commands.local_federation import LocalFederation
 from agent.engine.privacy_noise import noise_seed
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION
+from agent.learning.merging import merge_updates
 from agent.learning.modes import TrainingMode
 from agent.learning.privacy.accountant import PrivacySpent, privacy_spent
 from agent.learning.privacy.arguments import add_privacy_arguments, privacy_from_arguments
@@ -310,3 +311,14 @@ def test_contract_deploy_puts_privacy_in_the_recipe_and_refuses_it_twice(
     command += ["--quorum", "1", "--recipe", str(tmp_path / "recipe.json"), "--dp-clip", "5"]
     assert cli.main(command) == 78
     assert "differential privacy in the recipe or as options, not both" in capsys.readouterr().err
+
+
+def test_a_noised_running_variance_is_merged_to_no_less_than_zero() -> None:
+    base = {"stages.0.norm.running_var": torch.tensor([0.01, 1.0]), "stages.0.norm.weight": torch.ones(2)}
+    noised = {
+        "stages.0.norm.running_var": torch.tensor([-0.5, 0.25]),
+        "stages.0.norm.weight": -torch.ones(2) * 3,
+    }
+    merged = merge_updates(base, [update_of(noised)])
+    assert merged["stages.0.norm.running_var"].tolist() == [0.0, 1.25]
+    assert merged["stages.0.norm.weight"].tolist() == [-2.0, -2.0]  # weights may go anywhere
