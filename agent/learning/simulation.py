@@ -112,7 +112,8 @@ def simulate(
     ``on_client_start(round_index, client)`` is called before each client trains (the benchmark resets
     its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``)
     and privatize their updates if the recipe says so; ``adversary`` then replaces its clients' results
-    (attackers do not follow the recipe); the merge uses the recipe's aggregation rule.
+    (built from their own privatized updates: an attacker sends what it likes); the merge uses the
+    recipe's aggregation rule.
     """
     train = backend.train if backend is not None else train_client
     if schedule.stages != config.spec.stages:
