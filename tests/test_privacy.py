@@ -21,6 +21,8 @@ from opacus.accountants.analysis import rdp as opacus_rdp
 
 from agent import cli, content_id
 from agent.adapters.account_identity import AccountIdentity, account_from_seed
+from agent.benchmark import runner
+from agent.benchmark.presets import BenchmarkConfig
 from agent.commands.deploy import default_recipe
 from agent.commands.local_federation import LocalFederation
 from agent.engine.privacy_noise import noise_seed
@@ -322,3 +324,19 @@ def test_a_noised_running_variance_is_merged_to_no_less_than_zero() -> None:
     merged = merge_updates(base, [update_of(noised)])
     assert merged["stages.0.norm.running_var"].tolist() == [0.0, 1.25]
     assert merged["stages.0.norm.weight"].tolist() == [-2.0, -2.0]  # weights may go anywhere
+
+
+def test_the_benchmark_records_privacy_and_its_epsilon() -> None:
+    parser = argparse.ArgumentParser()
+    runner.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model", "resnet", "--preset", "robustness", "--dp-clip", "5", "--dp-noise", "1"]
+    )
+    config = runner.config_from_arguments(args)
+    assert config.privacy == PrivacyConfig(clip_norm=5.0, noise_multiplier=1.0)
+    assert BenchmarkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    summary = runner.privacy_summary(config)
+    assert summary["rounds"] == 6 and summary["sampling_rate"] == 1.0
+    assert summary["epsilon"] == pytest.approx(closed_form_epsilon(1.0, 6, 1e-5), rel=1e-9)
+    plain = runner.config_from_arguments(parser.parse_args(preset))
+    assert plain.privacy == NO_PRIVACY and runner.privacy_summary(plain)["epsilon"] is None
