@@ -329,10 +329,8 @@ def test_a_noised_running_variance_is_merged_to_no_less_than_zero() -> None:
 def test_the_benchmark_records_privacy_and_its_epsilon() -> None:
     parser = argparse.ArgumentParser()
     runner.add_arguments(parser)
-    args = parser.parse_args(
-        ["--model", "resnet", "--preset", "robustness", "--dp-clip", "5", "--dp-noise", "1"]
-    )
-    config = runner.config_from_arguments(args)
+    preset = ["--model", "resnet", "--preset", "robustness"]
+    config = runner.config_from_arguments(parser.parse_args([*preset, "--dp-clip", "5", "--dp-noise", "1"]))
     assert config.privacy == PrivacyConfig(clip_norm=5.0, noise_multiplier=1.0)
     assert BenchmarkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     summary = runner.privacy_summary(config)
