@@ -22,6 +22,7 @@ from agent.commands.aggregation_options import (
     aggregation_from_arguments,
     any_aggregation_argument,
 )
+from agent.commands.privacy_options import add_privacy_arguments, privacy_from_arguments
 from agent.errors import (
     EXIT_BUG,
     EXIT_CONFIGURATION,
@@ -160,6 +161,7 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--store-directory", type=Path, default=None, help="use a local content store instead"
     )
     add_aggregation_arguments(deploy)
+    add_privacy_arguments(deploy)
     deploy.set_defaults(handler=_deploy_contract)
     admit = actions.add_parser(
         "admit",
@@ -227,10 +229,17 @@ def _deploy_contract(arguments: argparse.Namespace) -> int:
 
     if arguments.recipe and any_aggregation_argument(arguments):
         raise ConfigurationError("give the aggregation rule in the recipe or as options, not both")
+    if arguments.recipe and arguments.dp_clip is not None:
+        raise ConfigurationError("give differential privacy in the recipe or as options, not both")
     config = (
         load_recipe(arguments.recipe)
         if arguments.recipe
-        else default_recipe(arguments.mode, arguments.seed, aggregation_from_arguments(arguments))
+        else default_recipe(
+            arguments.mode,
+            arguments.seed,
+            aggregation_from_arguments(arguments),
+            privacy_from_arguments(arguments),
+        )
     )
     deployment = deploy_federation(
         arguments.chain_url,

@@ -29,10 +29,11 @@ from agent.commands.agent_status import (
     resident_memory_bytes,
 )
 from agent.commands.metrics import MetricsServer
-from agent.commands.status import status_report
+from agent.commands.status import privacy_status_lines, status_report
 from agent.engine.checkpoint import Checkpoint, CheckpointFile
 from agent.engine.statistics import EngineStatistics
 from agent.errors import EXIT_NOT_RUNNING
+from agent.learning.privacy.config import NO_PRIVACY, PrivacyConfig
 from tests.services.loopback import CONTRACT, write_config
 
 
@@ -158,8 +159,20 @@ def test_status_works_with_no_agent_and_no_services(
     assert "no round started on this device yet" in output
     assert "chain" in output and "unavailable" in output
     assert "store" in output  # the default IPFS node is not running either: the section says so
+    assert "privacy" in output  # the recipe is on the chain and in the store: unavailable too
     assert "free of" in output  # disk
     assert "available of" in output  # memory
+
+
+def test_status_tells_the_privacy_the_recipe_promises() -> None:
+    assert privacy_status_lines(NO_PRIVACY, 2, 6) == [
+        "off: updates leave this device as trained (any peer can read them)"
+    ]
+    so_far, whole = privacy_status_lines(PrivacyConfig(clip_norm=5.0, noise_multiplier=1.0), 0, 6)
+    assert so_far.startswith("so far: epsilon 0 ") and "after 0 rounds" in so_far
+    assert whole.startswith("whole schedule: epsilon 13.8 ") and "after 6 rounds" in whole
+    (clipped_only, _) = privacy_status_lines(PrivacyConfig(clip_norm=5.0), 1, 6)
+    assert "no differential privacy" in clipped_only
 
 
 def test_status_names_the_peers_the_aggregation_rule_filtered(tmp_path: Path) -> None:

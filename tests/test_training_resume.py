@@ -40,6 +40,13 @@ CONFIG = TrainingConfig(
     local_epochs=2,
 )
 STEPS = 10  # 2 epochs of 40 images in batches of 8
+ENGINE_CONFIG = TrainingConfig(  # one stage, 28x28 images: a whole federation trains it in seconds
+    spec=EncoderSpec(architecture="resnet", stages=1, widths=(8,), projection_dim=8),
+    mode=TrainingMode.LAYER_WISE,
+    federation_seed=3,
+    batch_size=8,
+    local_epochs=2,
+)
 
 
 def images(count: int = 40, seed: int = 0, size: int = 16) -> torch.Tensor:
@@ -160,34 +167,32 @@ class StopDuringTraining(threading.Event):
         return super().is_set()
 
 
+def stop_mid_training_and_restart(federation: LocalFederation, data: torch.Tensor) -> str:
+    """Run peer 0 until its fifth training step, stop it, restart it to the end; the final model's CID."""
+    options = EngineOptions(poll_seconds=0.05)
+    first = federation.engine(0, data, options)
+    stop = StopDuringTraining(steps=5)
+    stop.engine = first
+    first.run(stop)
+    first.bus.close()
+    state_directory = federation.peer_directory(0)
+    assert (state_directory / TRAINING_STEP_FILE).exists()
+    assert CheckpointFile(state_directory).load().update_cid == ""
+    assert federation.observer.submissions(1) == ()
+    final_model = federation.engine(0, data, options).run(threading.Event())
+    assert not (state_directory / TRAINING_STEP_FILE).exists()
+    return final_model
+
+
 def test_an_engine_stopped_mid_training_resumes_and_submits_the_uninterrupted_update(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = TrainingConfig(
-        spec=EncoderSpec(architecture="resnet", stages=1, widths=(8,), projection_dim=8),
-        mode=TrainingMode.LAYER_WISE,
-        federation_seed=3,
-        batch_size=8,
-        local_epochs=2,
-    )
+    config = ENGINE_CONFIG
     data = images(count=48, seed=4, size=28)
     with LocalFederation(config, peers=1, rounds_per_stage=1, work_directory=tmp_path) as federation:
-        options = EngineOptions(poll_seconds=0.05)
-        first = federation.engine(0, data, options)
-        stop = StopDuringTraining(steps=5)
-        stop.engine = first
-        first.run(stop)
-        first.bus.close()
-        state_directory = federation.peer_directory(0)
-        assert (state_directory / TRAINING_STEP_FILE).exists()
-        assert CheckpointFile(state_directory).load().update_cid == ""
-        assert federation.observer.submissions(1) == ()
-
         caplog.set_level(logging.INFO, logger="agent.engine.training_step")
-        second = federation.engine(0, data, options)
-        final_model = second.run(threading.Event())
+        final_model = stop_mid_training_and_restart(federation, data)
         assert "round 1: resuming training after step 5" in caplog.text
-        assert not (state_directory / TRAINING_STEP_FILE).exists()
         assert final_model == federation.observer.latest_canonical_model()
 
         seed = derive_seed(config.federation_seed, "train", 1, federation.accounts[0].address.lower())

@@ -36,6 +36,7 @@ from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND
 from agent.learning.modes import TrainingMode
+from agent.learning.privacy.config import NO_PRIVACY, PrivacyConfig
 from models.spec import ARCHITECTURES, Architecture, EncoderSpec
 
 PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "robustness")
@@ -70,6 +71,7 @@ class BenchmarkConfig:
     attack: str | None = None
     attackers: int = 0
     attack_scale: float | None = None
+    privacy: PrivacyConfig = NO_PRIVACY
 
     def __post_init__(self) -> None:
         for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
@@ -108,6 +110,7 @@ class BenchmarkConfig:
         values["modes"] = list(self.modes)
         values["backends"] = list(self.backends)
         values["aggregation"] = self.aggregation.to_dict()
+        values["privacy"] = self.privacy.to_dict()
         return values
 
     @classmethod
@@ -119,6 +122,9 @@ class BenchmarkConfig:
         # results written before aggregation rules existed were merged with FedAvg
         converted["aggregation"] = (
             AggregationConfig.from_dict(values["aggregation"]) if "aggregation" in values else LEGACY_FEDAVG
+        )
+        converted["privacy"] = (
+            PrivacyConfig.from_dict(values["privacy"]) if "privacy" in values else NO_PRIVACY
         )
         return cls(**converted)
 

@@ -206,6 +206,11 @@ def render_markdown(results: BenchmarkResults) -> str:
         f"Machine: {machine.get('cpu_count')} CPUs, torch {machine.get('torch_version')} with "
         f"{machine.get('torch_threads')} thread(s); memory measured with the {machine.get('memory_method')} "
         "method (peak RSS minus RSS before training, per client; the maximum is shown).",
+        *(
+            [f"Differential privacy of every update: {results.privacy['description']}."]
+            if results.privacy
+            else []
+        ),
         "",
         "## Summary",
         "",

@@ -168,6 +168,7 @@ class BenchmarkResults:
     job_seconds: dict[str, float] = field(default_factory=dict)
     created_at: str = ""
     command: tuple[str, ...] = ()
+    privacy: dict[str, Any] | None = None  # PrivacySpent.to_dict() over the run's schedule
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -190,6 +191,7 @@ class BenchmarkResults:
             },
             "backend_comparisons": [item.to_dict() for item in self.backend_comparisons],
             "job_seconds": self.job_seconds,
+            "privacy": self.privacy,
         }
 
     @classmethod
@@ -215,4 +217,5 @@ class BenchmarkResults:
             job_seconds=dict(values["job_seconds"]),
             created_at=values["created_at"],
             command=tuple(values["command"]),
+            privacy=values.get("privacy"),
         )

@@ -142,6 +142,7 @@ def run_grid(
     out: Path,
     parallel: int,
     run_worker: Any,
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every cell (``parallel`` worker processes at a time) and write results.json and results.md."""
     from tqdm import tqdm
@@ -176,6 +177,7 @@ def run_grid(
         "wall_seconds": time.perf_counter() - started,
         "random_init": reference["result"],
         "cells": [result.to_dict() for result in results],
+        "privacy": privacy,
     }
     (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
     markdown = render_robustness(document)
@@ -199,6 +201,8 @@ def render_robustness(document: dict[str, Any]) -> str:
         f"{100 * random_init:.1f}%. Merge ms: mean merge time per round over the row's cells. Filtered: "
         "attacker updates discarded or clipped / honest updates discarded or clipped, over the row.",
     ]
+    if document.get("privacy"):
+        lines += ["", f"Differential privacy of every honest update: {document['privacy']['description']}."]
     scenarios = sorted({(cell.attackers or 0, cell.clients) for cell in cells if cell.attack != NO_ATTACK})
     attacks = list(dict.fromkeys(cell.attack for cell in cells))
     aggregators = list(dict.fromkeys(cell.aggregator for cell in cells))

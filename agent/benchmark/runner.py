@@ -34,6 +34,8 @@ from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError, WorkerFailedError
 from agent.learning.aggregation.arguments import add_aggregation_arguments, aggregation_from_arguments
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND, unavailable_reason
+from agent.learning.privacy.accountant import privacy_spent
+from agent.learning.privacy.arguments import add_privacy_arguments, privacy_from_arguments
 from models.spec import ARCHITECTURES
 
 
@@ -72,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also train centralised SimCLR (e2e, all data on one client): a reference row, as costly as e2e",
     )
     add_aggregation_arguments(parser)
+    add_privacy_arguments(parser)
     attacks = parser.add_argument_group("attacks (a measurement tool: never part of an agent)")
     attacks.add_argument("--attack", choices=ATTACK_NAMES, help="what the attackers send")
     attacks.add_argument("--attackers", type=int, help="how many of the clients attack (the last ones)")
@@ -121,7 +124,15 @@ def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
         attack=args.attack,
         attackers=args.attackers if args.attackers is not None else (1 if args.attack else None),
         attack_scale=args.attack_scale,
+        privacy=privacy_from_arguments(args),
     )
+
+
+def privacy_summary(config: BenchmarkConfig) -> dict[str, Any]:
+    """Epsilon over the run's schedule: every simulated client takes part in every round, and which
+    rounds it took part in is public, as on chain, so the sampling rate is 1."""
+    spent = privacy_spent(config.privacy, config.total_rounds)
+    return {**spent.to_dict(), "description": spent.describe()}
 
 
 def run_worker(
@@ -229,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         job_seconds=job_seconds,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=tuple(sys.argv),
+        privacy=privacy_summary(config),
     )
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
     markdown = render_markdown(results)
@@ -251,7 +263,7 @@ def run_robustness(args: argparse.Namespace, config: BenchmarkConfig, out: Path)
     def worker(config_path: Path, job: str, output: Path) -> dict[str, Any]:
         return run_worker(config_path, job, output, backend)
 
-    robustness.run_grid(config, cells, out, args.parallel, worker)
+    robustness.run_grid(config, cells, out, args.parallel, worker, privacy_summary(config))
     return 0
 
 

@@ -215,6 +215,7 @@ def train_mode(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         aggregation=config.aggregation,
+        privacy=config.privacy,
     )
     adversary = (
         Attack(

@@ -24,6 +24,7 @@ from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.model_file import encode_model
 from agent.learning.modes import TrainingMode
+from agent.learning.privacy.config import NO_PRIVACY, PrivacyConfig
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
 from agent.ports.content_store import ContentStore
@@ -48,12 +49,19 @@ def load_recipe(path: Path) -> TrainingConfig:
 
 
 def default_recipe(
-    mode: str, seed: int, aggregation: AggregationConfig = DEFAULT_AGGREGATION
+    mode: str,
+    seed: int,
+    aggregation: AggregationConfig = DEFAULT_AGGREGATION,
+    privacy: PrivacyConfig = NO_PRIVACY,
 ) -> TrainingConfig:
-    """The default recipe: the 4-stage ResNet for 28 px grey images, default hyperparameters, and the
-    robust default aggregation rule unless another is given."""
+    """The default recipe: the 4-stage ResNet for 28 px grey images, default hyperparameters, the
+    robust default aggregation rule unless another is given, and no differential privacy unless asked."""
     return TrainingConfig(
-        spec=EncoderSpec(), mode=TrainingMode.parse(mode), federation_seed=seed, aggregation=aggregation
+        spec=EncoderSpec(),
+        mode=TrainingMode.parse(mode),
+        federation_seed=seed,
+        aggregation=aggregation,
+        privacy=privacy,
     )
 
 

@@ -8,7 +8,8 @@ a section that cannot be gathered says why, because ``status`` is most needed ex
 
 Sources: ``status.json`` (written by the running agent, :mod:`agent.commands.agent_status`),
 ``checkpoint.json`` and ``training-step.pt`` (the state directory), the Coordinator contract, retained
-presence messages on the broker, and the file system.
+presence messages on the broker, the recipe in the genesis model (for the privacy it promises), and the
+file system.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from agent.commands.run_agent import broker_settings
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.training_step import TRAINING_STEP_FILE
 from agent.errors import LayerfedError
+from agent.learning.model_file import decode_model
+from agent.learning.privacy.accountant import privacy_spent
+from agent.learning.privacy.config import PrivacyConfig
 from agent.ports.content_store import ContentStore
 from agent.protocol.messages import Presence, decode
 from agent.protocol.topics import FederationTopics
@@ -67,6 +71,7 @@ def status_report(config: AgentConfig, now: float | None = None) -> StatusReport
     _gather(report, "progress", lambda: _progress_lines(config))
     _gather(report, "chain", lambda: _chain_lines(config, now, report))
     _gather(report, "peers", lambda: _peer_lines(config, report.participants))
+    _gather(report, "privacy", lambda: _privacy_lines(config))
     _gather(report, "disk", lambda: _disk_lines(config))
     _gather(report, "store", lambda: _store_lines(config))
     _gather(report, "memory", _memory_lines)
@@ -143,14 +148,11 @@ def _progress_lines(config: AgentConfig) -> list[str]:
 
 
 def _chain_lines(config: AgentConfig, now: float, report: StatusReport) -> list[str]:
-    federation = config.federation
-    web3 = connect_rpc(federation.chain_url, timeout_seconds=CHAIN_TIMEOUT_SECONDS)
+    web3 = connect_rpc(config.federation.chain_url, timeout_seconds=CHAIN_TIMEOUT_SECONDS)
     block = web3.eth.get_block("latest")
     block_time = int(block["timestamp"])
     lag = now - block_time
-    ledger = EthereumLedger(
-        web3, federation.contract, create_account(), retry_policy=RetryPolicy(attempts=1)
-    )  # reading needs no key: a throwaway account, so the operator need not read the device's key
+    ledger = _read_only_ledger(config)
     state = ledger.current_round()
     settings = ledger.settings()
     report.participants = ledger.participants()
@@ -162,6 +164,42 @@ def _chain_lines(config: AgentConfig, now: float, report: StatusReport) -> list[
         f"{state.finalized_rounds} of {settings.total_rounds} rounds finalized"
         + (", training complete" if state.training_complete else ""),
         f"{state.submission_count} submissions, {state.attestation_count} attestations this round",
+    ]
+
+
+def _read_only_ledger(config: AgentConfig) -> EthereumLedger:
+    """The federation's contract, read with one attempt and a short timeout.
+
+    Reading needs no key: a throwaway account, so the operator need not read the device's key.
+    """
+    federation = config.federation
+    web3 = connect_rpc(federation.chain_url, timeout_seconds=CHAIN_TIMEOUT_SECONDS)
+    return EthereumLedger(web3, federation.contract, create_account(), retry_policy=RetryPolicy(attempts=1))
+
+
+def _privacy_lines(config: AgentConfig) -> list[str]:
+    """The recipe's differential privacy and its epsilon so far and over the whole schedule.
+
+    The recipe travels in the genesis model (checked here against the digest on chain). Rounds are
+    counted as if this device submitted in every one, an upper bound on what it spent: a round it sat
+    out costs it nothing.
+    """
+    ledger = _read_only_ledger(config)
+    settings = ledger.settings()
+    finalized = ledger.current_round().finalized_rounds
+    _, recipe = decode_model(_content_store(config)[0].get(settings.genesis_model_cid))
+    if recipe.digest() != settings.model_spec_digest:
+        return ["unknown: the genesis model's recipe does not match the digest on chain"]
+    return privacy_status_lines(recipe.privacy, finalized, settings.total_rounds)
+
+
+def privacy_status_lines(privacy: PrivacyConfig, finalized_rounds: int, total_rounds: int) -> list[str]:
+    """The privacy section for a recipe's settings, after ``finalized_rounds`` of ``total_rounds``."""
+    if not privacy.enabled:
+        return ["off: updates leave this device as trained (any peer can read them)"]
+    return [
+        f"{label}: {privacy_spent(privacy, rounds).describe()}"
+        for label, rounds in (("so far", finalized_rounds), ("whole schedule", total_rounds))
     ]
 
 
@@ -227,18 +265,22 @@ def _disk_lines(config: AgentConfig) -> list[str]:
 
 def _store_lines(config: AgentConfig) -> list[str]:
     """How much the content store holds (it stays bounded: agent.engine.retention)."""
-    store: ContentStore
-    if config.store.kind == "local":
-        if not Path(config.store.directory).is_dir():
-            return [f"empty: no content directory {config.store.directory} yet"]
-        store, where = LocalContentStore(Path(config.store.directory)), config.store.directory
-    else:  # one attempt, a short timeout: status is most needed when the node is down
-        store = IpfsContentStore(config.store.address, timeout=CHAIN_TIMEOUT_SECONDS, attempts=1)
-        where = config.store.address
+    if config.store.kind == "local" and not Path(config.store.directory).is_dir():
+        return [f"empty: no content directory {config.store.directory} yet"]
+    store, where = _content_store(config)
     return [
         f"{_megabytes(store.stored_bytes())} of updates and models ({config.store.kind}, {where}), "
         f"keeping {config.agent.keep_canonical_models} past canonical models"
     ]
+
+
+def _content_store(config: AgentConfig) -> tuple[ContentStore, str]:
+    """The agent's content store and where it is; an IPFS node with one attempt and a short timeout,
+    because status is most needed when the node is down."""
+    if config.store.kind == "local":
+        return LocalContentStore(Path(config.store.directory)), config.store.directory
+    store = IpfsContentStore(config.store.address, timeout=CHAIN_TIMEOUT_SECONDS, attempts=1)
+    return store, config.store.address
 
 
 def _memory_lines() -> list[str]:

@@ -1,10 +1,11 @@
 """The round engine: one device's part in a leaderless federation, round after round.
 
 Each round: read the canonical model from the chain -> train this device's stage with the learning core
--> pin the update -> record its CID on the chain -> announce it -> wait until the round's submissions are
-closed (quorum or deadline; the chain is the source of truth, the bus only wakes us early and lets us
-prefetch) -> fetch, verify and validate every submitted update -> merge deterministically -> pin the model
--> attest its CID -> wait for the majority to finalize the round -> next round.
+-> clip and noise the update if the recipe asks for differential privacy -> pin the update -> record its
+CID on the chain -> announce it -> wait until the round's submissions are closed (quorum or deadline;
+the chain is the source of truth, the bus only wakes us early and lets us prefetch) -> fetch, verify and
+validate every submitted update -> merge deterministically -> pin the model -> attest its CID -> wait for
+the majority to finalize the round -> next round.
 
 Every step is idempotent and driven by what the chain says, with :mod:`agent.engine.checkpoint` for what
 only this device knows, so a restart at any point resumes without redoing or losing work, and a device
@@ -27,6 +28,7 @@ import torch
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
+from agent.engine.privacy_noise import noise_seed
 from agent.engine.retention import ContentRetention
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
@@ -42,6 +44,7 @@ from agent.learning.backends import TrainingBackend
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
+from agent.learning.privacy.mechanism import privatize
 from agent.learning.update import ModelUpdate, capped_claim, validate_update
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
@@ -258,6 +261,7 @@ class RoundEngine:
                 return
             self.statistics.add("updates_trained", 1)
             update = capped_claim(result.update, self.federation.config.aggregation.maximum_samples)
+            update = self._private(update, state.number, state.stage, base_cid)
             payload = update.to_bytes()
             with self.statistics.measure("pin"):
                 cid = self.store.put(payload)
@@ -298,6 +302,23 @@ class RoundEngine:
             sent_at=_now_milliseconds(),
         )
         self._publish(announcement)
+
+    def _private(self, update: ModelUpdate, round_number: int, stage: int, base_cid: str) -> ModelUpdate:
+        """``update`` as the recipe lets it leave the device: clipped and noised under its privacy."""
+        privacy = self.federation.config.privacy
+        if not privacy.enabled:
+            return update
+        seed = noise_seed(self.identity, self.federation_id, round_number, stage, base_cid)
+        private = privatize(update, privacy, seed)
+        logger.info(
+            "round %d: update norm %.4g %s to %g, noise multiplier %g",
+            round_number,
+            private.norm_before,
+            "clipped" if private.clipped else "within the bound",
+            privacy.clip_norm,
+            privacy.noise_multiplier,
+        )
+        return private.update
 
     # ----------------------------------------------------------------------------------------- merging
 

@@ -88,8 +88,28 @@ def merge_round(
     aggregate = build_rule(aggregation).aggregate(contributions)
     merged: ModelState = {name: tensor.clone() for name, tensor in global_state.items()}
     for name in names:
-        merged[name] = (global_state[name].to(torch.float64) + aggregate.delta[name]).to(torch.float32)
+        merged[name] = valid_statistic(
+            name, (global_state[name].to(torch.float64) + aggregate.delta[name]).to(torch.float32)
+        )
     return MergeOutcome(state=merged, decisions=(*decisions, *aggregate.decisions))
+
+
+RUNNING_VARIANCE_SUFFIX = ".running_var"
+
+
+def valid_statistic(name: str, merged: torch.Tensor) -> torch.Tensor:
+    """A BatchNorm running variance never below zero; every other tensor as merged.
+
+    Honest updates cannot make one negative (every rule's result lies within the peers' own positive
+    variances, and norm bounding only shrinks deltas toward the global model), so for them this changes
+    no bit. Noised updates can (differential privacy adds Gaussian noise to every exchanged coordinate,
+    running statistics included, which are data-dependent and must be protected like weights), and so
+    can an attacker under FedAvg; a negative variance would turn every later forward pass of a frozen
+    stage into NaN. Clamping is exact, so peers still agree bit for bit.
+    """
+    if name.endswith(RUNNING_VARIANCE_SUFFIX):
+        return merged.clamp(min=0.0)
+    return merged
 
 
 def merge_updates(

@@ -5,6 +5,8 @@ participant's update is merged with :func:`merge_updates`, and the byte counts a
 decentralised protocol: a peer uploads its own update once and downloads every other participant's
 update (there is no server to download a merged model from).
 
+With the recipe's differential privacy on, every client's update is clipped and noised before the merge,
+as a device does before pinning (:mod:`agent.learning.privacy.mechanism`).
 An :class:`Adversary` may replace some clients' results before the merge (the benchmark's attacks, in
 :mod:`agent.benchmark.attacks`): attackers run through the same client step, and their updates through
 the same merge, as everyone else's.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -25,6 +27,7 @@ from agent.learning.aggregation.contribution import Decision
 from agent.learning.backends import TrainingBackend
 from agent.learning.merging import merge_round
 from agent.learning.model_state import ModelState, extract_state
+from agent.learning.privacy.mechanism import privatize
 from agent.learning.training import ClientResult, TrainingConfig, train_client
 from models.seeding import derive_seed
 from models.staged_model import StagedModel
@@ -107,8 +110,10 @@ def simulate(
     """Run every round of ``schedule`` and yield a record after each merge.
 
     ``on_client_start(round_index, client)`` is called before each client trains (the benchmark resets
-    its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``);
-    ``adversary`` then replaces its clients' results; the merge uses the recipe's aggregation rule.
+    its peak-memory counter there). Clients train with ``backend`` (default: torch's ``train_client``)
+    and privatize their updates if the recipe says so; ``adversary`` then replaces its clients' results
+    (built from their own privatized updates: an attacker sends what it likes); the merge uses the
+    recipe's aggregation rule.
     """
     train = backend.train if backend is not None else train_client
     if schedule.stages != config.spec.stages:
@@ -126,7 +131,13 @@ def simulate(
             if on_client_start is not None:
                 on_client_start(round_index, client)
             seed = derive_seed(config.federation_seed, "train", round_index, client)
-            results.append(train(current, stage, client_images[client], config, seed))
+            result = train(current, stage, client_images[client], config, seed)
+            if config.privacy.enabled:
+                # A simulated client's noise seed is derived from the public federation seed, which is
+                # fine for measuring; a device derives its own from its key (agent.engine.privacy_noise).
+                noise_seed = derive_seed(config.federation_seed, "privacy-noise", round_index, client)
+                result = replace(result, update=privatize(result.update, config.privacy, noise_seed).update)
+            results.append(result)
         if adversary is not None:
             results = adversary.tamper(round_index, participants, results)
         started = time.perf_counter()

@@ -26,6 +26,7 @@ from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG
 from agent.learning.local_epochs import LocalTraining, resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
+from agent.learning.privacy.config import NO_PRIVACY, PrivacyConfig
 from agent.learning.training_progress import TrainingHooks, run_fingerprint
 from agent.learning.update import ModelUpdate
 from models.augmentation import SimCLRAugmentation
@@ -47,6 +48,7 @@ class TrainingConfig:
     temperature: float = 0.5
     minimum_crop_scale: float = 0.2
     aggregation: AggregationConfig = DEFAULT_AGGREGATION
+    privacy: PrivacyConfig = NO_PRIVACY
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -68,6 +70,10 @@ class TrainingConfig:
             del values["aggregation"]
         else:
             values["aggregation"] = self.aggregation.to_dict()
+        if self.privacy == NO_PRIVACY:  # recipes from before privacy existed: same digest as then
+            del values["privacy"]
+        else:
+            values["privacy"] = self.privacy.to_dict()
         return values
 
     @classmethod
@@ -85,6 +91,9 @@ class TrainingConfig:
                 AggregationConfig.from_dict(values["aggregation"])
                 if "aggregation" in values
                 else LEGACY_FEDAVG
+            )
+            converted["privacy"] = (
+                PrivacyConfig.from_dict(values["privacy"]) if "privacy" in values else NO_PRIVACY
             )
             return cls(**converted)
         except (KeyError, TypeError) as exc:

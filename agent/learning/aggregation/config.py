@@ -13,11 +13,11 @@ entry out for exactly that rule, so the digests of federations deployed before k
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from agent.errors import ConfigurationError
+from agent.learning.recipe_section import section_from_mapping
 
 RULE_NAMES: tuple[str, ...] = ("fedavg", "median", "trimmed_mean", "multi_krum")
 WEIGHTING_NAMES: tuple[str, ...] = ("claimed", "median_capped", "equal")
@@ -93,16 +93,7 @@ class AggregationConfig:
     def from_dict(cls, values: object) -> AggregationConfig:
         """Inverse of :meth:`to_dict`; anything but a mapping, unknown keys or wrong types raise
         ConfigurationError."""
-        if not isinstance(values, Mapping):
-            raise ConfigurationError(f"aggregation settings must be a mapping, not {values!r}")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigurationError(f"unknown aggregation keys: {', '.join(unknown)}")
-        try:
-            return cls(**dict(values))
-        except TypeError as exc:
-            raise ConfigurationError(f"aggregation settings are malformed: {exc}") from exc
+        return section_from_mapping(cls, values, "aggregation")
 
     def describe(self) -> str:
         """A short label for logs and tables, e.g. ``trimmed_mean(0.3)+norm_bound(3)``."""
