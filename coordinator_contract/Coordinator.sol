@@ -14,6 +14,9 @@ pragma solidity ^0.8.28;
 /// Version 2 (see README.md) adds, all fixed at deployment: a membership mode (allowlist, open, or admission by
 /// a majority vote of the members), a cap on the samples an update may claim, one update per CID and round, and
 /// a per-participant record of every round it submitted to, whose strikes suspend it for a number of rounds.
+/// Version 3 adds merge committees: in a round with more than `committeeThreshold` submissions, only
+/// `committeeSize` submitters drawn when submission closes merge and attest, and a strict majority of that
+/// committee finalizes the round (see README.md, "Committees").
 contract Coordinator {
     /// @notice How the federation trains the encoder: layer-wise, progressive, or end to end.
     enum TrainingMode {
@@ -63,6 +66,8 @@ contract Coordinator {
         uint64 maximumSamples;
         uint32 strikeLimit;
         uint32 suspensionRounds;
+        uint32 committeeThreshold;
+        uint32 committeeSize;
     }
 
     /// @notice What a participant did in the rounds it submitted to, once each round is over.
@@ -115,6 +120,7 @@ contract Coordinator {
 
     /// @dev Packed into one slot, so that a submission or an attestation rewrites a single word.
     /// `attestationExpired`: the round failed at its attestation deadline (its silent submitters withheld).
+    /// `committeeSize`: 0 when every submitter merges and attests, else the size of the round's committee.
     struct Round {
         uint64 deadline;
         uint32 stage;
@@ -124,6 +130,7 @@ contract Coordinator {
         Phase phase;
         uint8 canonicalCodec;
         bool attestationExpired;
+        uint32 committeeSize;
         bytes32 canonicalDigest;
     }
 
@@ -151,6 +158,12 @@ contract Coordinator {
         uint24 withheld;
     }
 
+    /// @dev A committee round's draw: the block that closed its submissions, and the seed once drawn.
+    struct CommitteeDraw {
+        uint64 anchorBlock;
+        bytes32 seed;
+    }
+
     /// @dev One slot per update, keyed by its digest: the same key refuses a CID submitted twice in a round.
     struct Update {
         address participant;
@@ -161,6 +174,7 @@ contract Coordinator {
     uint8 private constant CODEC_RAW = 0x55;
     uint8 private constant CODEC_DAG_PB = 0x70;
     uint8 private constant MAXIMUM_SUSPENSION_DOUBLINGS = 16;
+    uint32 private constant MAXIMUM_COMMITTEE_SIZE = 256; // bounds the gas of the draw
 
     address private immutable _deployer;
     uint8 private immutable _trainingMode;
@@ -176,6 +190,8 @@ contract Coordinator {
     uint64 private immutable _maximumSamples;
     uint32 private immutable _strikeLimit;
     uint32 private immutable _suspensionRounds;
+    uint32 private immutable _committeeThreshold;
+    uint32 private immutable _committeeSize;
 
     // One slot: the round count is set at deployment, so the first finalization rewrites a non-zero word.
     uint128 private _currentRound;
@@ -191,6 +207,8 @@ contract Coordinator {
     mapping(uint256 round => mapping(bytes32 model => uint32 votes)) private _votes;
     mapping(address candidate => uint32 votes) private _admissionVotes;
     mapping(address candidate => mapping(address voter => bool)) private _admissionVoted;
+    mapping(uint256 round => CommitteeDraw) private _draws;
+    mapping(uint256 round => mapping(address account => bool)) private _committee;
 
     /// @notice An account joined the federation.
     /// @param participant The account that registered.
@@ -236,6 +254,17 @@ contract Coordinator {
     /// @param quorumReached False when the deadline closed the phase with fewer updates than the quorum.
     /// @param attestationDeadline When the attestation phase expires (unix seconds).
     event SubmissionClosed(uint256 indexed round, uint32 submissions, bool quorumReached, uint64 attestationDeadline);
+
+    /// @notice A round's merge committee was drawn (by its first attestation, or by the call that fails it).
+    /// Anyone can check the draw: `seed` is keccak256(blockhash(seedBlock), round, federationSeed), where
+    /// `seedBlock` is the block that closed the round's submissions (or, when the draw came more than 256
+    /// blocks later, the latest block 256*m after it), and `members` are the submitters at the positions
+    /// `_draw(seed, submissions, size)` picks.
+    /// @param round The round number.
+    /// @param seedBlock The block whose hash seeded the draw.
+    /// @param seed The randomness the committee was drawn from.
+    /// @param members The committee, in draw order.
+    event CommitteeDrawn(uint256 indexed round, uint64 seedBlock, bytes32 seed, address[] members);
 
     /// @notice A submitter attested the model it merged for a round.
     /// @param round The round number.
@@ -303,6 +332,22 @@ contract Coordinator {
     /// @param strikeLimit The strike limit given.
     /// @param suspensionRounds The suspension given.
     error CoordinatorInvalidSuspension(uint32 strikeLimit, uint32 suspensionRounds);
+
+    /// @notice A committee needs a threshold of at least its size (so that it is drawn from more submitters
+    /// than it has seats) and at most 256 seats; size 0 switches committees off.
+    /// @param committeeThreshold The threshold given.
+    /// @param committeeSize The size given.
+    error CoordinatorInvalidCommittee(uint32 committeeThreshold, uint32 committeeSize);
+
+    /// @notice The committee is drawn from the hash of the block that closed submission, so not in that block.
+    /// @param round The round.
+    /// @param anchorBlock The block that closed its submissions.
+    error CoordinatorCommitteeNotDrawable(uint256 round, uint64 anchorBlock);
+
+    /// @notice In a round with a committee only its members attest.
+    /// @param round The round.
+    /// @param account The submitter that tried, not drawn.
+    error CoordinatorNotCommitteeMember(uint256 round, address account);
 
     /// @notice The allowlist is unused: membership is open.
     error CoordinatorMembershipOpen();
@@ -415,6 +460,10 @@ contract Coordinator {
         if (initial.strikeLimit > type(uint8).max || (initial.strikeLimit > 0 && initial.suspensionRounds == 0)) {
             revert CoordinatorInvalidSuspension(initial.strikeLimit, initial.suspensionRounds);
         }
+        if (
+            initial.committeeSize != 0
+                && (initial.committeeThreshold < initial.committeeSize || initial.committeeSize > MAXIMUM_COMMITTEE_SIZE)
+        ) revert CoordinatorInvalidCommittee(initial.committeeThreshold, initial.committeeSize);
         _deployer = msg.sender;
         _trainingMode = initial.trainingMode;
         _stages = initial.stages;
@@ -429,6 +478,8 @@ contract Coordinator {
         _maximumSamples = initial.maximumSamples;
         _strikeLimit = initial.strikeLimit;
         _suspensionRounds = initial.suspensionRounds;
+        _committeeThreshold = initial.committeeThreshold;
+        _committeeSize = initial.committeeSize;
         _latestCodec = initial.genesisCodec;
         _latestDigest = initial.genesisDigest;
         // Immutables cannot be read during construction, hence round 1 is opened from the arguments.
@@ -524,7 +575,7 @@ contract Coordinator {
         if (samples > _maximumSamples) revert CoordinatorSampleCountTooLarge(samples, _maximumSamples);
         Update storage update = _updates[round][digest];
         if (update.samples != 0) revert CoordinatorDuplicateUpdate(round, codec, digest, update.participant);
-        if (member.lastSubmittedRound != 0) _fold(member);
+        if (member.lastSubmittedRound != 0) _fold(member, msg.sender);
         if (round <= member.suspendedUntil) revert CoordinatorSuspended(msg.sender, member.suspendedUntil);
 
         member.lastSubmittedRound = uint64(round);
@@ -550,6 +601,11 @@ contract Coordinator {
         }
         Member storage member = _members[msg.sender];
         if (member.lastSubmittedRound != round) revert CoordinatorNotSubmitter(round, msg.sender);
+        uint32 committeeSize = current.committeeSize;
+        if (committeeSize != 0) {
+            _ensureCommittee(round);
+            if (!_committee[round][msg.sender]) revert CoordinatorNotCommitteeMember(round, msg.sender);
+        }
         if (member.lastAttestedRound == round) revert CoordinatorDuplicateAttestation(round, msg.sender);
         _requireSupportedCid(codec, digest);
 
@@ -563,11 +619,12 @@ contract Coordinator {
         if (votes > current.leadingAttestations) current.leadingAttestations = votes;
         emit ModelAttested(round, msg.sender, codec, digest, votes);
 
-        uint32 submitters = current.submissionCount;
-        if (uint256(votes) * 2 > submitters) {
+        // The electorate: the committee when the round has one, else every submitter.
+        uint32 electorate = committeeSize != 0 ? committeeSize : current.submissionCount;
+        if (uint256(votes) * 2 > electorate) {
             _finalize(round, current, codec, digest);
-        } else if (uint256(current.leadingAttestations + (submitters - attested)) * 2 <= submitters) {
-            // Even if every submitter still silent joined the leading model, it would not reach a majority.
+        } else if (uint256(current.leadingAttestations + (electorate - attested)) * 2 <= electorate) {
+            // Even if every elector still silent joined the leading model, it would not reach a majority.
             _fail(round, current, FailureReason.NoMajority);
         }
     }
@@ -587,6 +644,8 @@ contract Coordinator {
         } else if (current.phase == Phase.Submission) {
             _fail(round, current, FailureReason.NoSubmissions);
         } else {
+            // Drawn now if no member attested, so that the record knows who withheld.
+            if (current.committeeSize != 0) _ensureCommittee(round);
             current.attestationExpired = true;
             _fail(round, current, FailureReason.NoMajority);
         }
@@ -610,12 +669,15 @@ contract Coordinator {
         current.maximumSamples = _maximumSamples;
         current.strikeLimit = _strikeLimit;
         current.suspensionRounds = _suspensionRounds;
+        current.committeeThreshold = _committeeThreshold;
+        current.committeeSize = _committeeSize;
     }
 
-    /// @notice The contract's version: 2 adds membership modes, bounded claims, unique updates and records.
+    /// @notice The contract's version: 2 adds membership modes, bounded claims, unique updates and records;
+    /// 3 adds merge committees.
     /// @return The version.
     function version() external pure returns (uint256) {
-        return 2;
+        return 3;
     }
 
     /// @notice The account that deployed the contract and keeps the allowlist.
@@ -687,6 +749,31 @@ contract Coordinator {
             result[index] = Submission(update.participant, update.samples, update.codec, digest);
         }
         return result;
+    }
+
+    /// @notice A round's merge committee, the seed it was drawn from and the block that closed its
+    /// submissions. No members (and a zero seed) until the first attestation draws them, and never in a
+    /// round where every submitter merges (`anchorBlock` 0). Before the draw, a peer computes the committee
+    /// itself from `blockhash(anchorBlock)` (`agent.adapters.committee_draw`).
+    /// @param round The round number.
+    /// @return members The committee, in draw order.
+    /// @return seed The randomness it was drawn from.
+    /// @return anchorBlock The block that closed the round's submissions.
+    function committee(uint256 round)
+        external
+        view
+        returns (address[] memory members, bytes32 seed, uint64 anchorBlock)
+    {
+        Round storage stored = _existingRound(round);
+        CommitteeDraw storage draw = _draws[round];
+        seed = draw.seed;
+        anchorBlock = draw.anchorBlock;
+        if (seed == bytes32(0)) return (new address[](0), seed, anchorBlock);
+        uint256[] memory positions = _draw(seed, stored.submissionCount, stored.committeeSize);
+        members = new address[](positions.length);
+        for (uint256 index = 0; index < positions.length; ++index) {
+            members[index] = _submitterAt(round, positions[index]);
+        }
     }
 
     /// @notice How many submitters attested a given model for a round.
@@ -763,7 +850,7 @@ contract Coordinator {
     function record(address account) external view returns (ParticipantRecord memory) {
         Member memory member = _members[account];
         uint64 last = member.lastSubmittedRound;
-        if (last != 0 && (last < _currentRound || _rounds[last].phase == Phase.Finalized)) _fold(member);
+        if (last != 0 && (last < _currentRound || _rounds[last].phase == Phase.Finalized)) _fold(member, account);
         return ParticipantRecord(
             member.submitted,
             member.attestedCanonical,
@@ -821,8 +908,9 @@ contract Coordinator {
         emit ParticipantLeft(account);
     }
 
-    /// @dev Adds the member's last round, which must be over, to its counters; applies the strike rule.
-    function _fold(Member memory member) private view {
+    /// @dev Adds the member's last round, which must be over, to its counters; applies the strike rule. In a
+    /// round with a committee, only its members can withhold: the others were not asked to attest.
+    function _fold(Member memory member, address account) private view {
         uint64 last = member.lastSubmittedRound;
         Round storage done = _rounds[last];
         bool attested = member.lastAttestedRound == last;
@@ -838,7 +926,7 @@ contract Coordinator {
                 member.attestedOther += 1;
                 strike = true;
             }
-        } else if (done.attestationExpired && !attested) {
+        } else if (done.attestationExpired && !attested && (done.committeeSize == 0 || _committee[last][account])) {
             member.withheld += 1;
             strike = true;
         }
@@ -860,8 +948,61 @@ contract Coordinator {
         uint64 attestationDeadline = uint64(block.timestamp) + _roundDuration;
         current.phase = Phase.Attestation;
         current.deadline = attestationDeadline;
-        emit SubmissionClosed(round, current.submissionCount, quorumReached, attestationDeadline);
+        uint32 submitted = current.submissionCount;
+        emit SubmissionClosed(round, submitted, quorumReached, attestationDeadline);
+        if (_committeeSize != 0 && submitted > _committeeThreshold) {
+            current.committeeSize = _committeeSize;
+            _draws[round].anchorBlock = uint64(block.number);
+        }
     }
+
+    /// @dev Draws the round's committee, once, from the hash of the block that closed its submissions: nobody
+    /// can know it when sending the closing transaction (not even a caller of `closeExpiredRound` choosing
+    /// its moment), so nobody can re-roll the draw; only the block's producer could grind it. Stores the seed,
+    /// so that `committee` can replay the draw, and one flag per member, so that `attestModel` checks
+    /// membership with one read. A draw more than 256 blocks after the close (when `blockhash` has forgotten
+    /// the anchor) takes the latest block 256*m after the anchor instead.
+    function _ensureCommittee(uint256 round) private {
+        CommitteeDraw storage draw = _draws[round];
+        if (draw.seed != bytes32(0)) return;
+        uint64 anchor = draw.anchorBlock;
+        if (block.number <= anchor) revert CoordinatorCommitteeNotDrawable(round, anchor);
+        uint256 seedBlock = anchor + ((block.number - anchor - 1) / 256) * 256;
+        bytes32 seed = keccak256(abi.encodePacked(blockhash(seedBlock), round, _federationSeed));
+        draw.seed = seed;
+        uint256[] memory positions = _draw(seed, _rounds[round].submissionCount, _committeeSize);
+        address[] memory members = new address[](positions.length);
+        for (uint256 index = 0; index < positions.length; ++index) {
+            address member = _submitterAt(round, positions[index]);
+            _committee[round][member] = true;
+            members[index] = member;
+        }
+        emit CommitteeDrawn(round, uint64(seedBlock), seed, members);
+    }
+
+    /// @dev `size` distinct positions among `count` (> size) submissions: the j-th candidate is
+    /// keccak256(seed, j) mod count, and a candidate drawn already is skipped. Mirrored off chain by
+    /// `agent.protocol.committee.draw_positions`.
+    function _draw(bytes32 seed, uint256 count, uint256 size) private pure returns (uint256[] memory chosen) {
+        chosen = new uint256[](size);
+        uint256 filled = 0;
+        for (uint256 counter = 0; filled < size; ++counter) {
+            uint256 candidate = uint256(keccak256(abi.encodePacked(seed, counter))) % count;
+            bool taken = false;
+            for (uint256 index = 0; index < filled; ++index) {
+                if (chosen[index] == candidate) {
+                    taken = true;
+                    break;
+                }
+            }
+            if (!taken) chosen[filled++] = candidate;
+        }
+    }
+
+    function _submitterAt(uint256 round, uint256 position) private view returns (address) {
+        return _updates[round][_updateDigests[round][position]].participant;
+    }
+
 
     function _finalize(uint256 round, Round storage current, uint8 codec, bytes32 digest) private {
         current.phase = Phase.Finalized;

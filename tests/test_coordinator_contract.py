@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from eth_utils.crypto import keccak
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from agent.adapters.committee_draw import committee_seed, draw_positions, seed_block
 from agent.adapters.ethereum_ledger import (
     EthereumLedger,
     RevertDecoder,
@@ -136,6 +138,8 @@ def test_deployment_fixes_settings_and_opens_round_one(chain: TestChain) -> None
         ({"maximum_samples": 0}, "CoordinatorInvalidMaximumSamples(0)"),
         ({"strike_limit": 2, "suspension_rounds": 0}, "CoordinatorInvalidSuspension(2, 0)"),
         ({"strike_limit": 256, "suspension_rounds": 1}, "CoordinatorInvalidSuspension(256, 1)"),
+        ({"committee_threshold": 2, "committee_size": 3}, "CoordinatorInvalidCommittee(2, 3)"),
+        ({"committee_threshold": 300, "committee_size": 257}, "CoordinatorInvalidCommittee(300, 257)"),
         (
             {"genesis_model_cid": cid_from_chain(RAW, bytes(32))},
             f"CoordinatorUnsupportedCid(85, 0x{'00' * 32})",
@@ -154,7 +158,7 @@ def test_constructor_refuses_unsupported_genesis_codec(chain: TestChain) -> None
     artifact = load_artifact()
     factory = chain.web3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
     digest = hashlib.sha256(b"genesis").digest()
-    arguments = (0, 2, 2, 2, DURATION, bytes(32), 0x71, digest, 1, 1, 10**6, 0, 0)
+    arguments = (0, 2, 2, 2, DURATION, bytes(32), 0x71, digest, 1, 1, 10**6, 0, 0, 0, 0)
     with pytest.raises(Exception) as caught:
         factory.constructor(arguments).estimate_gas({"from": chain.new_account().address})
     assert (
@@ -817,6 +821,137 @@ def test_without_a_strike_limit_nobody_is_suspended(chain: TestChain) -> None:
     record = withholder.participant_record(withholder.account)
     assert (record.withheld, record.suspended_until_round) == (1, 0)
     withholder.submit_update(2, cid_of("again"), 10)
+
+
+# ------------------------------------------------------------------------------------------- committees
+
+
+def committee_federation(chain: TestChain, **changes: Any) -> tuple[Federation, list[EthereumLedger]]:
+    """5 peers, rounds above 4 submissions merged by a committee of 3; round 1 closed on its quorum."""
+    settings: dict[str, Any] = {"quorum": 5, "committee_threshold": 4, "committee_size": 3, **changes}
+    federation = deploy(chain, peers=5, **settings)
+    federation.submit_all(1, 5)
+    return federation, federation.peers
+
+
+def split_by_committee(
+    federation: Federation, round_number: int
+) -> tuple[list[EthereumLedger], list[EthereumLedger]]:
+    drawn = federation.peers[0].committee(round_number)
+    members = sorted(
+        (peer for peer in federation.peers if peer.account in drawn),
+        key=lambda peer: drawn.index(peer.account),
+    )
+    return members, [peer for peer in federation.peers if peer.account not in drawn]
+
+
+def test_the_first_attestation_draws_the_committee_anyone_can_replay(chain: TestChain) -> None:
+    federation, peers = committee_federation(chain)
+    anchor = peers[4].last_receipt["blockNumber"]  # type: ignore[index]  # the fifth submission closed it
+    predicted = peers[0].committee(1)  # computed off chain from the anchor's hash: nothing drawn yet
+    assert peers[0].committee_seed(1) == bytes(32)
+    submitters = [submission.participant for submission in peers[0].submissions(1)]
+    assert len(predicted) == 3 and len(set(predicted)) == 3 and set(predicted) <= set(submitters)
+    member = next(peer for peer in peers if peer.account == predicted[0])
+    member.attest_model(1, cid_of("merged"))
+    drawn = peers[0].committee(1)
+    assert drawn == predicted
+    seed = committee_seed(bytes(chain.web3.eth.get_block(anchor)["hash"]), 1, 42)
+    assert peers[0].committee_seed(1) == seed
+    events = federation.events(member, "CommitteeDrawn")
+    assert events == [{"round": 1, "seedBlock": anchor, "seed": seed, "members": list(drawn)}]
+    assert peers[0].replay_committee_draw(1) == drawn  # from the event's block and the submissions only
+
+
+def test_a_draw_after_256_blocks_takes_a_later_seed_block() -> None:
+    assert seed_block(100, 101) == seed_block(100, 356) == 100
+    assert seed_block(100, 357) == seed_block(100, 612) == 356
+    with pytest.raises(ValueError):
+        seed_block(100, 100)
+
+
+def test_the_draw_is_the_contracts_over_many_seeds() -> None:
+    """The Python draw against a straight transcription of the Solidity loop (keccak of seed and counter)."""
+    for trial in range(200):
+        seed = hashlib.sha256(f"seed {trial}".encode()).digest()
+        count, size = 4 + trial % 60, 1 + trial % 4
+        positions = draw_positions(seed, count, size)
+        assert len(set(positions)) == size and all(0 <= position < count for position in positions)
+        expected: list[int] = []
+        counter = 0
+        while len(expected) < size:
+            candidate = int.from_bytes(keccak(seed + counter.to_bytes(32, "big")), "big") % count
+            expected += [] if candidate in expected else [candidate]
+            counter += 1
+        assert list(positions) == expected
+
+
+def test_a_small_round_keeps_everyone_merging(chain: TestChain) -> None:
+    federation = deploy(chain, peers=4, quorum=4, committee_threshold=4, committee_size=3)
+    federation.submit_all(1, 4)  # 4 submissions are not above the threshold
+    assert federation.peers[0].committee(1) == ()
+    assert federation.events(federation.peers[3], "CommitteeDrawn") == []
+    for peer in federation.peers[:2]:
+        peer.attest_model(1, cid_of("merged"))
+    assert federation.peers[0].canonical_model(1) is None  # 2 of 4 is no majority of the submitters
+    federation.peers[2].attest_model(1, cid_of("merged"))
+    assert federation.peers[0].canonical_model(1) == cid_of("merged")
+
+
+def test_a_submitter_outside_the_committee_may_not_attest(chain: TestChain) -> None:
+    federation, _ = committee_federation(chain)
+    _, outsiders = split_by_committee(federation, 1)
+    with reverts(f"CoordinatorNotCommitteeMember(1, {outsiders[0].account})"):
+        outsiders[0].attest_model(1, cid_of("merged"))
+    assert federation.peers[0].committee_seed(1) == bytes(32)  # a refused attestation draws nothing
+
+
+def test_a_committee_majority_finalizes_and_a_dissenter_is_struck(chain: TestChain) -> None:
+    federation, _ = committee_federation(chain, strike_limit=1, suspension_rounds=2)
+    (first, second, third), outsiders = split_by_committee(federation, 1)
+    third.attest_model(1, cid_of("forged"))  # a dishonest minority of the committee
+    first.attest_model(1, cid_of("merged"))
+    assert first.canonical_model(1) is None
+    second.attest_model(1, cid_of("merged"))  # 2 of 3 members: finalized, although 2 of 5 submitters
+    assert federation.events(second, "RoundFinalized")[0]["digest"] == digest_of(cid_of("merged"))
+    records = {peer.account: peer.participant_record(peer.account) for peer in federation.peers}
+    assert records[third.account].attested_other == 1 and records[third.account].suspended_in(2)
+    for peer in (first, second, *outsiders):  # outsiders were not asked to attest: no fault
+        assert records[peer.account].strikes == 0 and not records[peer.account].suspended_in(2)
+    assert [records[peer.account].not_attested for peer in outsiders] == [1, 1]
+
+
+def test_a_committee_round_fails_early_and_strikes_only_silent_members(chain: TestChain) -> None:
+    federation, _ = committee_federation(chain, strike_limit=1, suspension_rounds=2)
+    (first, second, third), outsiders = split_by_committee(federation, 1)
+    first.attest_model(1, cid_of("one"))
+    second.attest_model(1, cid_of("two"))
+    assert first.round_summary(1).phase is RoundPhase.ATTESTATION  # the third member can still decide
+    chain.advance_time(DURATION + 1)
+    first.close_expired_round()
+    assert first.round_summary(1).attestation_expired
+    records = {peer.account: peer.participant_record(peer.account) for peer in federation.peers}
+    assert records[third.account].withheld == 1
+    assert [records[peer.account].withheld for peer in (first, second, *outsiders)] == [0, 0, 0, 0]
+
+
+def test_committee_gas(chain: TestChain) -> None:
+    """The first member's attestation pays for the draw; the other attestations stay within 120k."""
+    federation = deploy(chain, peers=9, quorum=9, committee_threshold=8, committee_size=5)
+    federation.submit_all(1, 8)
+    federation.peers[8].submit_update(1, cid_of("closing"), 10)
+    closing = federation.peers[8].last_gas_used
+    members, _ = split_by_committee(federation, 1)
+    gas = []
+    for peer in members[:3]:
+        peer.attest_model(1, cid_of("merged"))
+        gas.append(peer.last_gas_used or 0)
+    print(
+        f"\ncommittee of 5 of 9 ({chain.kind}): submitUpdate closing {closing:,}, attestModel drawing "
+        f"{gas[0]:,}, attestModel {gas[1]:,}, finalizing {gas[2]:,}"
+    )
+    assert gas[0] < 300_000
+    assert all(value <= 120_000 for value in gas[1:])
 
 
 # ------------------------------------------------------------------------------------------- views

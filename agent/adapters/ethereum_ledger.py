@@ -31,6 +31,7 @@ from multiformats import CID, multihash
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.types import RPCEndpoint, RPCResponse, TxParams, TxReceipt, Wei
 
+from agent.adapters.committee_draw import committee_seed, draw_committee, seed_block
 from agent.adapters.ethereum_transactions import ContractCall, RevertDecoder, Transactor
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.ports.ledger import (
@@ -67,7 +68,11 @@ CODEC_DAG_PB = 0x70
 _SUPPORTED_CODECS = frozenset({CODEC_RAW, CODEC_DAG_PB})
 _ZERO_DIGEST = bytes(32)
 
-COORDINATOR_VERSION = 2  # the contract version this adapter's ABI describes
+COORDINATOR_VERSION = 3  # the contract version this adapter's ABI describes
+# The gas limit of an attestation that draws its round's committee when it cannot be estimated (above):
+# the attestation's own writes plus, per member, two cold reads and a flag (measured: about 27k).
+_DRAW_GAS_BASE = 200_000
+_DRAW_GAS_PER_MEMBER = 40_000
 DEFAULT_FUNDING_WEI = 10**21  # 1,000 ether: thousands of rounds of gas on the embedded chain
 # ---------------------------------------------------------------------------------------------- CIDs
 
@@ -300,10 +305,57 @@ class EthereumLedger:
     def attest_model(self, round_number: int, model_cid: str) -> None:
         codec, digest = cid_to_chain(model_cid)
         _require_unsigned("round_number", round_number, 256)
-        self._transact("attestModel", self._contract.functions.attestModel(round_number, codec, digest))
+        function = cast(ContractCall, self._contract.functions.attestModel(round_number, codec, digest))
+        try:
+            self._transactor.transact("attestModel", function)
+        except ContractRevertError as revert:
+            # The first attestation of a committee round draws from the hash of the block that closed the
+            # round; a node estimates in that very block, where the hash does not exist yet. Mined in the
+            # next block it succeeds: send it with the draw's worst case as its limit.
+            if not (revert.reason or "").startswith("CoordinatorCommitteeNotDrawable"):
+                raise
+            limit = _DRAW_GAS_BASE + _DRAW_GAS_PER_MEMBER * self.settings().committee_size
+            self._transactor.transact("attestModel", function, gas_limit=limit)
 
     def close_expired_round(self) -> None:
         self._transact("closeExpiredRound", self._contract.functions.closeExpiredRound())
+
+    def committee(self, round_number: int) -> tuple[str, ...]:
+        """The drawn committee; before the draw, the one a draw in the next block would pick (computed here
+        from the anchor block's hash, so a peer knows whether it merges before any member attested)."""
+        _require_unsigned("round_number", round_number, 256)
+        members, _seed, anchor = self._read("committee", round_number)
+        if members or not anchor:
+            return tuple(to_checksum_address(member) for member in members)
+        latest = self._transactor.call("block number", lambda: self._contract.w3.eth.block_number)
+        return self._draw_from_chain(round_number, seed_block(int(anchor), max(int(latest), int(anchor)) + 1))
+
+    def committee_seed(self, round_number: int) -> bytes:
+        """The seed of the round's committee (32 zero bytes until drawn, and in a round without one)."""
+        _require_unsigned("round_number", round_number, 256)
+        _members, seed, _anchor = self._read("committee", round_number)
+        return bytes(seed)
+
+    def replay_committee_draw(self, round_number: int) -> tuple[str, ...]:
+        """The drawn committee recomputed here from chain data alone, without trusting the contract's
+        answer: the hash of the seed block ``CommitteeDrawn`` names, the federation seed and the round's
+        submissions; empty when no committee was drawn."""
+        _require_unsigned("round_number", round_number, 256)
+        event = self._contract.events.CommitteeDrawn()
+        logs = self._transactor.call(
+            "CommitteeDrawn logs",
+            lambda: event.get_logs(from_block=0, argument_filters={"round": round_number}),
+        )
+        if not logs:
+            return ()
+        return self._draw_from_chain(round_number, int(logs[0]["args"]["seedBlock"]))
+
+    def _draw_from_chain(self, round_number: int, block_number: int) -> tuple[str, ...]:
+        block = self._transactor.call("block header", lambda: self._contract.w3.eth.get_block(block_number))
+        settings = self.settings()
+        seed = committee_seed(bytes(block["hash"]), round_number, settings.federation_seed)
+        submitters = [submission.participant for submission in self.submissions(round_number)]
+        return draw_committee(seed, submitters, settings.committee_size)
 
     def canonical_model(self, round_number: int) -> str | None:
         _require_unsigned("round_number", round_number, 256)
@@ -436,6 +488,8 @@ def _settings_to_chain(settings: FederationSettings) -> tuple[object, ...]:
         "maximum_samples": 64,
         "strike_limit": 32,
         "suspension_rounds": 32,
+        "committee_threshold": 32,
+        "committee_size": 32,
     }
     for name, bits in widths.items():
         value = getattr(settings, name)
@@ -459,12 +513,14 @@ def _settings_to_chain(settings: FederationSettings) -> tuple[object, ...]:
         settings.maximum_samples,
         settings.strike_limit,
         settings.suspension_rounds,
+        settings.committee_threshold,
+        settings.committee_size,
     )
 
 
 def _settings_from_chain(values: tuple[Any, ...]) -> FederationSettings:
     mode, stages, rounds_per_stage, quorum, duration, spec_digest, codec, digest, seed, *trust = values
-    membership, maximum_samples, strike_limit, suspension_rounds = trust
+    membership, maximum_samples, strike_limit, suspension_rounds, threshold, committee_size = trust
     return FederationSettings(
         training_mode=TrainingMode(mode),
         stages=int(stages),
@@ -478,4 +534,6 @@ def _settings_from_chain(values: tuple[Any, ...]) -> FederationSettings:
         maximum_samples=int(maximum_samples),
         strike_limit=int(strike_limit),
         suspension_rounds=int(suspension_rounds),
+        committee_threshold=int(threshold),
+        committee_size=int(committee_size),
     )

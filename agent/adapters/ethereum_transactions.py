@@ -44,7 +44,7 @@ _Result = TypeVar("_Result")
 class ContractCall(Protocol):
     """What web3's ContractFunction and ContractConstructor share, as used here."""
 
-    def estimate_gas(self, transaction: TxParams | None = None) -> int: ...
+    def estimate_gas(self, transaction: TxParams | None = None, block_identifier: Any = None) -> int: ...
 
     def build_transaction(self, transaction: TxParams | None = None) -> TxParams: ...
 
@@ -157,13 +157,21 @@ class Transactor:
                 raise  # a bug here, not a chain failure: let it surface as it is
             raise self._translate(description, error) from error
 
-    def transact(self, description: str, function: ContractCall) -> TxReceipt:
-        """Send ``function`` as a transaction signed by the account; return its receipt once mined."""
+    def transact(
+        self, description: str, function: ContractCall, *, gas_limit: int | None = None
+    ) -> TxReceipt:
+        """Send ``function`` as a transaction signed by the account; return its receipt once mined.
+
+        ``gas_limit``: send with this limit without estimating first, for a call that the latest block would
+        refuse but the next one accepts (a committee draw needs the hash of the block that closed the round;
+        nodes estimate in the latest block, where that hash does not exist yet).
+        """
         sender = self.account.address
         with self._lock:
-            estimate = self.call(description, lambda: function.estimate_gas({"from": sender}))
+            if gas_limit is None:
+                estimate = self.call(description, lambda: function.estimate_gas({"from": sender}))
+                gas_limit = estimate * 6 // 5 + _GAS_MARGIN
             nonce = self.call(description, lambda: self.web3.eth.get_transaction_count(sender, "pending"))
-            gas_limit = estimate * 6 // 5 + _GAS_MARGIN
             transaction = self.call(
                 description,
                 lambda: function.build_transaction({"from": sender, "nonce": nonce, "gas": gas_limit}),

@@ -22,6 +22,12 @@ largest sample count an update may claim, one update per CID and round, and a pe
 attestation of a round that then fails at its deadline) suspend a participant from submitting for a number of
 rounds.
 
+Merge committees (also fixed at deployment): in a round with more than ``committee_threshold``
+submissions, only ``committee_size`` of its submitters, drawn when submission closes from randomness that
+every peer can check (:meth:`Ledger.committee`), merge and attest, and a strict majority of that committee
+finalizes the round; everyone else only downloads the canonical model. ``committee_size = 0``: every
+submitter merges, whatever the federation's size.
+
 Errors: :class:`agent.errors.ContractRevertError` when the ledger refuses a call, its ``reason`` naming the
 refusal and its values, as in ``"CoordinatorRoundClosed(3)"`` (the custom errors of
 ``coordinator_contract/Coordinator.sol``; permanent: not a LedgerError); :class:`agent.errors.LedgerError`
@@ -93,6 +99,12 @@ class FederationSettings:
     maximum_samples: int  # the largest sample count an update may claim (the recipe's)
     strike_limit: int  # strikes in a row that suspend a participant (0: nobody is ever suspended)
     suspension_rounds: int  # length of a first suspension, in rounds; each further one doubles
+    committee_threshold: int = 0  # rounds with more submissions than this are merged by a committee
+    committee_size: int = 0  # members of such a committee (0: every submitter merges, always)
+
+    def has_committee(self, submission_count: int) -> bool:
+        """Whether a round with ``submission_count`` submissions is merged by a committee."""
+        return self.committee_size > 0 and submission_count > self.committee_threshold
 
     @property
     def open_membership(self) -> bool:
@@ -250,6 +262,11 @@ class Ledger(Protocol):
 
     def close_expired_round(self) -> None:
         """End the current phase after its deadline (see the module's deadline rule)."""
+        ...
+
+    def committee(self, round_number: int) -> tuple[str, ...]:
+        """The round's merge committee (checksummed addresses, in draw order); empty while the round takes
+        submissions and in a round every submitter merges."""
         ...
 
     def canonical_model(self, round_number: int) -> str | None:
