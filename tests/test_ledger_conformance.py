@@ -202,3 +202,36 @@ def test_an_allowlist_admits_only_the_accounts_the_deployer_allows(deploy: Calla
     admitted.register()
     assert refusal(stranger.register) == "CoordinatorNotAllowed"
     assert admitted.participants() == (admitted.account,) and not admitted.is_participant(stranger.account)
+
+
+def test_a_committee_finalizes_alone_and_only_its_silent_members_withhold(
+    deploy: Callable[..., Federation],
+) -> None:
+    """5 submitters above a threshold of 4: a committee of 3 merges; outsiders may not attest."""
+    federation = deploy(
+        5, quorum=5, committee_threshold=4, committee_size=3, strike_limit=1, suspension_rounds=2
+    )
+    for index, ledger in enumerate(federation.ledgers):
+        ledger.register()
+        ledger.submit_update(1, update(f"update {index}"), 10)
+    drawn = federation.ledgers[0].committee(1)
+    assert len(set(drawn)) == 3
+    members = [next(ledger for ledger in federation.ledgers if ledger.account == member) for member in drawn]
+    outsiders = [ledger for ledger in federation.ledgers if ledger.account not in drawn]
+    assert refusal(lambda: outsiders[0].attest_model(1, update("m"))) == "CoordinatorNotCommitteeMember"
+    members[0].attest_model(1, update("m"))
+    members[1].attest_model(1, update("forged"))
+    assert members[0].canonical_model(1) is None
+    federation.advance_time(301)
+    members[0].close_expired_round()  # 1 of 3 each: no majority by the deadline
+    records = {ledger.account: members[0].participant_record(ledger.account) for ledger in federation.ledgers}
+    assert records[members[2].account].withheld == 1
+    assert all(records[ledger.account].withheld == 0 for ledger in [*members[:2], *outsiders])
+    for index, ledger in enumerate([*members[:2], *outsiders]):  # the silent member is suspended
+        ledger.submit_update(2, update(f"round 2 {index}"), 10)
+    federation.advance_time(301)
+    members[0].close_expired_round()  # 4 submissions, not above the threshold: everyone merges
+    assert members[0].committee(2) == ()
+    for ledger in [*members[:2], *outsiders][:3]:
+        ledger.attest_model(2, update("m2"))
+    assert members[0].canonical_model(2) == update("m2")

@@ -8,22 +8,27 @@ state; :meth:`InMemoryCoordinator.ledger` gives each participant its view, a
 
 It follows ``coordinator_contract/Coordinator.sol`` rule for rule (membership modes, one update per CID and
 round, the claim cap, quorum, strict-majority finalization, the deadline rule, records, strikes and
-suspensions) and refuses what the contract refuses with a :class:`ContractRevertError` whose ``reason``
+suspensions, merge committees) and refuses what the contract refuses with a :class:`ContractRevertError` whose ``reason``
 starts with the contract's custom error name. ``tests/test_ledger_conformance.py`` runs the same scenarios
 against this twin and against the real contract on the in-process chain, so the two cannot drift apart.
 
 Time is the ``clock`` given (default: the wall clock, in whole seconds, as block timestamps are); a test can
-pass a manual clock to expire phases without waiting.
+pass a manual clock to expire phases without waiting. There are no blocks: a committee is drawn when
+submission closes, with :mod:`agent.adapters.committee_draw`'s rule from a seed hashed from the round's
+submissions (the contract's seed is a block hash), so a test splits members from others by asking
+:meth:`InMemoryLedger.committee`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from agent import content_id
+from agent.adapters.committee_draw import draw_committee
 from agent.errors import ContractRevertError
 
 # Deliberate repetition of the Ethereum adapter's imports: both build the port's records.
@@ -53,6 +58,7 @@ class _Round:
     attestations: list[Attestation] = field(default_factory=list)
     canonical_model: str | None = None
     attestation_expired: bool = False
+    committee: tuple[str, ...] = ()  # empty: every submitter merges
 
 
 @dataclass
@@ -195,6 +201,8 @@ class InMemoryCoordinator:
                 raise _refuse(f"CoordinatorAttestationClosed({round_number})")
             if self._member(account).record.last_submitted_round != round_number:
                 raise _refuse(f"CoordinatorNotSubmitter({round_number}, {account})")
+            if current.committee and account not in current.committee:
+                raise _refuse(f"CoordinatorNotCommitteeMember({round_number}, {account})")
             if any(attestation.participant == account for attestation in current.attestations):
                 raise _refuse(f"CoordinatorDuplicateAttestation({round_number}, {account})")
             model_cid = _require_cid(model_cid)
@@ -204,13 +212,11 @@ class InMemoryCoordinator:
                 sum(1 for other in current.attestations if other.model_cid == attestation.model_cid)
                 for attestation in current.attestations
             )
-            submitters, silent = (
-                len(current.submissions),
-                len(current.submissions) - len(current.attestations),
-            )
-            if votes * 2 > submitters:
+            electorate = len(current.committee) or len(current.submissions)
+            silent = electorate - len(current.attestations)
+            if votes * 2 > electorate:
                 self._finalize(current, model_cid)
-            elif (leading + silent) * 2 <= submitters:
+            elif (leading + silent) * 2 <= electorate:
                 self._fail(current)
 
     def close_expired_round(self) -> None:
@@ -254,6 +260,11 @@ class InMemoryCoordinator:
         with self._lock:
             stored = self._rounds.get(round_number)
             return tuple(stored.attestations) if stored else ()
+
+    def committee(self, round_number: int) -> tuple[str, ...]:
+        with self._lock:
+            stored = self._rounds.get(round_number)
+            return stored.committee if stored else ()
 
     def canonical_model(self, round_number: int) -> str | None:
         with self._lock:
@@ -342,7 +353,7 @@ class InMemoryCoordinator:
             else:
                 record = replace(record, attested_other=record.attested_other + 1)
                 strike = True
-        elif done.attestation_expired and attested is None:
+        elif done.attestation_expired and attested is None and account in (done.committee or (account,)):
             record = replace(record, withheld=record.withheld + 1)
             strike = True
         limit = self.settings.strike_limit
@@ -361,6 +372,13 @@ class InMemoryCoordinator:
     def _close_submission(self, current: _Round) -> None:
         current.phase = RoundPhase.ATTESTATION
         current.deadline = self.now() + self.settings.round_duration_seconds
+        if self.settings.has_committee(len(current.submissions)):
+            material = f"{self._current} {self.settings.federation_seed} " + " ".join(
+                submission.update_cid for submission in current.submissions
+            )
+            seed = hashlib.sha256(material.encode()).digest()
+            submitters = [submission.participant for submission in current.submissions]
+            current.committee = draw_committee(seed, submitters, self.settings.committee_size)
 
     def _finalize(self, current: _Round, model_cid: str) -> None:
         current.phase = RoundPhase.FINALIZED
@@ -432,6 +450,9 @@ class InMemoryLedger:
 
     def close_expired_round(self) -> None:
         self._transact(self.coordinator.close_expired_round)
+
+    def committee(self, round_number: int) -> tuple[str, ...]:
+        return self.coordinator.committee(round_number)
 
     def canonical_model(self, round_number: int) -> str | None:
         return self.coordinator.canonical_model(round_number)
