@@ -8,6 +8,7 @@ and verified as in production), derived from the federation seed.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from agent.adapters.account_identity import AccountIdentity, account_from_seed
 from agent.adapters.in_memory import InMemoryBroker, InMemoryContentStore
 from agent.adapters.in_memory_ledger import InMemoryCoordinator, InMemoryLedger
 from agent.commands.local_federation import LocalFederation
-from agent.engine.federation import federation_settings
+from agent.engine.federation import DEFAULT_STRIKE_LIMIT, federation_settings
 from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
@@ -52,6 +53,9 @@ class InMemoryFederation:
         quorum: int | None = None,
         round_duration_seconds: int = 3600,
         spare_accounts: int = 1,
+        committee_threshold: int = 0,
+        committee_size: int = 0,
+        strike_limit: int = DEFAULT_STRIKE_LIMIT,
     ) -> None:
         self.config = config
         self.work_directory = work_directory
@@ -67,6 +71,12 @@ class InMemoryFederation:
             quorum=quorum or peers,
             round_duration_seconds=round_duration_seconds,
         )
+        settings = dataclasses.replace(
+            settings,
+            committee_threshold=committee_threshold,
+            committee_size=committee_size,
+            strike_limit=strike_limit,
+        )
         self.coordinator = InMemoryCoordinator(settings, deployer=account_from_seed(seed, "deployer").address)
         for account in self.accounts:
             self.coordinator.allow(account.address)
@@ -78,7 +88,13 @@ class InMemoryFederation:
     def identity(self, index: int) -> AccountIdentity:
         return AccountIdentity(self.accounts[index])
 
-    def engine(self, index: int, images: torch.Tensor, ledger: Ledger | None = None) -> RoundEngine:
+    def engine(
+        self,
+        index: int,
+        images: torch.Tensor,
+        ledger: Ledger | None = None,
+        options: EngineOptions | None = None,
+    ) -> RoundEngine:
         return RoundEngine(
             identity=self.identity(index),
             ledger=ledger or self.ledger(index),
@@ -87,7 +103,7 @@ class InMemoryFederation:
             images=images,
             state_directory=self.work_directory / f"peer-{index}",
             federation_id=self.federation_id,
-            options=EngineOptions(poll_seconds=0.05, retry_seconds=0.1),
+            options=options or EngineOptions(poll_seconds=0.05, retry_seconds=0.1),
         )
 
     def run(

@@ -76,7 +76,8 @@ PACKAGE_RULES: dict[str, Rule] = {
             "agent.errors",
             "models",
         ),
-        modules=("agent.atomic_file", "agent.retry_policy"),
+        # content_id: a verifying peer computes its merge's CID without pinning it
+        modules=("agent.atomic_file", "agent.retry_policy", "agent.content_id"),
     ),
     "agent.learning": Rule(packages=("agent.learning", "agent.errors", "models")),
     "agent.data": Rule(packages=("agent.data", "agent.errors")),

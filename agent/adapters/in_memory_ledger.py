@@ -8,9 +8,10 @@ state; :meth:`InMemoryCoordinator.ledger` gives each participant its view, a
 
 It follows ``coordinator_contract/Coordinator.sol`` rule for rule (membership modes, one update per CID and
 round, the claim cap, quorum, strict-majority finalization, the deadline rule, records, strikes and
-suspensions, merge committees) and refuses what the contract refuses with a :class:`ContractRevertError` whose ``reason``
-starts with the contract's custom error name. ``tests/test_ledger_conformance.py`` runs the same scenarios
-against this twin and against the real contract on the in-process chain, so the two cannot drift apart.
+suspensions, merge committees) and refuses what the contract refuses with a :class:`ContractRevertError`
+whose ``reason`` starts with the contract's custom error name. ``tests/test_ledger_conformance.py`` runs the
+same scenarios against this twin and against the real contract on the in-process chain, so the two cannot
+drift apart.
 
 Time is the ``clock`` given (default: the wall clock, in whole seconds, as block timestamps are); a test can
 pass a manual clock to expire phases without waiting. There are no blocks: a committee is drawn when

@@ -7,6 +7,12 @@ the chain is the source of truth, the bus only wakes us early and lets us prefet
 validate every submitted update -> merge deterministically -> pin the model -> attest its CID -> wait for
 the majority to finalize the round -> next round.
 
+In a federation with merge committees (``FederationSettings.committee_size``), a round with more submissions
+than the threshold is merged only by the committee the chain draws when submission closes: a peer outside it
+neither fetches the updates nor attests, and starts the next round from the canonical model, which is all it
+downloads (one model). With ``EngineOptions.verify`` it re-merges such rounds anyway and compares its merge
+with the canonical model once the round is final, a check anyone can make (``layerfed federation verify``).
+
 Every step is idempotent and driven by what the chain says, with :mod:`agent.engine.checkpoint` for what
 only this device knows, so a restart at any point resumes without redoing or losing work, and a device
 that joins late starts from the latest canonical model. A device the chain suspended (its record crossed
@@ -25,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from agent import content_id
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
@@ -72,6 +79,8 @@ ROUND_OVER_REASONS = (
 # round, or the chain's clock is behind ours): read the state again. Every other revert ends the engine.
 SIT_OUT_REASONS = ("CoordinatorSuspended", "CoordinatorDuplicateUpdate")
 
+NOT_DRAWN_REASONS = ("CoordinatorNotCommitteeMember",)
+
 STATE_MOVED_ON_REASONS = (*ROUND_OVER_REASONS, "CoordinatorRoundClosed", "CoordinatorRoundNotExpired")
 
 
@@ -91,6 +100,9 @@ class EngineOptions:
     # (kubo's --enable-gc), its collection stalls every add while it runs, and on js-ipfs two collections at
     # once (devices sharing a node) lose its MFS root, after which every later collection hangs.
     collect_garbage: bool = True
+    # Re-merge the rounds this peer was not drawn to merge, and compare with the canonical model (costs the
+    # downloads the committee saves this peer; a mismatch is logged and counted, the canonical model is kept).
+    verify: bool = False
 
 
 class RoundEngine:
@@ -143,6 +155,9 @@ class RoundEngine:
         )
         self._suspension_checked_round = 0
         self._suspended_until = 0
+        self._committees: dict[int, tuple[str, ...]] = {}
+        self._expectation = (0, False)  # (round, whether a committee is expected to merge it)
+        self._reviewed_through = -1  # rounds reviewed after they ended (_review_finished_rounds)
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -195,7 +210,10 @@ class RoundEngine:
             self._train_and_submit(state)
             return True
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
-            self._merge_and_attest(state)
+            if self._merges(state.number):
+                self._merge_and_attest(state)
+            else:
+                self._stand_aside(state)
             return True
         open_phase = state.phase in (RoundPhase.SUBMISSION, RoundPhase.ATTESTATION)
         if open_phase and expired:
@@ -328,36 +346,114 @@ class RoundEngine:
             return False
         return self._has_submitted(round_number)
 
+    def _merges(self, round_number: int) -> bool:
+        """Whether this peer merges and attests ``round_number`` (its submissions are closed): always,
+        unless the round has a committee and this peer is not on it."""
+        if round_number not in self._committees:
+            self._committees = {round_number: self.ledger.committee(round_number)}
+        committee = self._committees[round_number]
+        me = self.identity.address.lower()
+        return not committee or any(member.lower() == me for member in committee)
+
+    def _stand_aside(self, state: RoundState) -> None:
+        """A round this peer was not drawn to merge: it owes no attestation (counted, and with ``verify``
+        re-merged, once the round is over: :meth:`_review_finished_rounds`)."""
+        base_cid = self.ledger.latest_canonical_model()
+        checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
+        logger.info("round %d: not drawn to merge; waiting for the committee", state.number)
+        self.checkpoints.save(checkpoint.with_attestation())
+
+    def _review_finished_rounds(self, current_round: int) -> None:
+        """For each round over since the last review that this peer submitted to but was not drawn to merge:
+        count it, and with ``verify`` re-merge it and compare with its canonical model. Done after the round
+        rather than during it, so that no round escapes because the committee was quicker than our poll; the
+        updates of the previous round are still kept (agent.engine.retention)."""
+        first, self._reviewed_through = self._reviewed_through + 1, current_round - 1
+        if self.federation.settings.committee_size == 0:
+            return
+        me = self.identity.address.lower()
+        for number in range(first, current_round):
+            committee = self.ledger.committee(number)
+            submitted = any(s.participant.lower() == me for s in self.ledger.submissions(number))
+            if not committee or not submitted or any(member.lower() == me for member in committee):
+                continue
+            self.statistics.add("rounds_outside_committee", 1)
+            canonical = self.ledger.canonical_model(number)
+            if self.options.verify and canonical is not None:
+                self._verify(number, canonical)
+
+    def _verify(self, round_number: int, canonical: str) -> None:
+        """Re-merge a finalized round from its base model and compare with the canonical model."""
+        earlier = [entry.model_cid for entry in self.ledger.round_log() if entry.number < round_number]
+        base_cid = earlier[-1] if earlier else self.federation.settings.genesis_model_cid
+        stage = self.ledger.round_summary(round_number).stage
+        merged = self._merge(round_number, stage, base_cid, pin=False)
+        if merged is None:
+            return
+        self.statistics.add("rounds_verified", 1)
+        if merged == canonical:
+            logger.info("round %d: verified, the canonical model is the merge of the updates", round_number)
+            return
+        self.statistics.add("verification_mismatches", 1)
+        logger.error(
+            "round %d: the committee finalized %s, but the merge of the submitted updates is %s; run "
+            "`layerfed federation verify --round %d` and report the committee",
+            round_number,
+            canonical,
+            merged,
+            round_number,
+        )
+
+    def _merge(self, round_number: int, stage: int, base_cid: str, *, pin: bool) -> str | None:
+        """Fetch, validate and merge the round's updates; the merged model's CID (pinned when ``pin``), or
+        None when stopped meanwhile."""
+        base = self._model(base_cid)
+        updates = [
+            (submission.participant, update)
+            for submission in unique_updates(self.ledger.submissions(round_number))
+            if (
+                update := self._verified_update(
+                    submission.update_cid, submission.samples, base, round_number, stage
+                )
+            )
+            is not None
+        ]
+        if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
+            return None
+        with self.statistics.measure("merge"):
+            aggregation = self.federation.config.aggregation
+            outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
+            merged = outcome.state
+            payload = encode_model(merged, self.federation.config)
+        self._report_decisions(round_number, outcome)
+        self.statistics.add("updates_merged", len(updates))
+        if not pin:
+            return content_id.compute(payload)
+        with self.statistics.measure("pin"):
+            model_cid = self.store.put(payload)
+        self._models[model_cid] = merged
+        return model_cid
+
     def _merge_and_attest(self, state: RoundState) -> None:
         base_cid = self.ledger.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         self.activity = "merging"
         if not checkpoint.merged_model_cid:
-            base = self._model(base_cid)
-            updates = [
-                (submission.participant, update)
-                for submission in unique_updates(self.ledger.submissions(state.number))
-                if (update := self._verified_update(submission.update_cid, submission.samples, base, state))
-                is not None
-            ]
-            if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
+            model_cid = self._merge(state.number, state.stage, base_cid, pin=True)
+            if model_cid is None:
                 return
-            with self.statistics.measure("merge"):
-                aggregation = self.federation.config.aggregation
-                outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
-                merged = outcome.state
-                payload = encode_model(merged, self.federation.config)
-            self._report_decisions(state.number, outcome)
-            with self.statistics.measure("pin"):
-                model_cid = self.store.put(payload)
-            self._models[model_cid] = merged
-            self.statistics.add("updates_merged", len(updates))
             checkpoint = checkpoint.with_merged_model(model_cid)
             self.checkpoints.save(checkpoint)
         try:
             with self.statistics.measure("attest"):
                 self._transact(lambda: self.ledger.attest_model(state.number, checkpoint.merged_model_cid))
         except ContractRevertError as revert:
+            if (revert.reason or "").startswith(NOT_DRAWN_REASONS):
+                # The chain drew another committee than this peer computed (a draw more than 256 blocks
+                # after the close takes a later seed block): it merged in vain, and owes nothing.
+                logger.warning("round %d: %s", state.number, revert.reason)
+                self.checkpoints.save(checkpoint.with_attestation())
+                return
             if not (revert.reason or "").startswith(ROUND_OVER_REASONS):
                 raise
             self._compare_with_canonical(state.number, checkpoint.merged_model_cid)
@@ -402,7 +498,7 @@ class RoundEngine:
             )
 
     def _verified_update(
-        self, cid: str, samples: int, base: ModelState, state: RoundState
+        self, cid: str, samples: int, base: ModelState, round_number: int, stage: int
     ) -> ModelUpdate | None:
         """The update behind ``cid`` if it can be fetched and is valid; None (logged, counted) if not."""
         try:
@@ -414,7 +510,7 @@ class RoundEngine:
                     update,
                     base,
                     config.mode,
-                    state.stage,
+                    stage,
                     config.spec.stages,
                     config.aggregation.maximum_samples,
                 )
@@ -423,7 +519,7 @@ class RoundEngine:
             return update
         except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
-            logger.warning("round %d: left out update %s: %s", state.number, cid, rejection)
+            logger.warning("round %d: left out update %s: %s", round_number, cid, rejection)
             return None
 
     def _fetch(self, cid: str) -> bytes:
@@ -462,6 +558,8 @@ class RoundEngine:
         """Prefetch an announced update once the chain confirms it; attestations are informational."""
         if not isinstance(message, UpdateAnnounced) or message.cid in self._prefetched:
             return
+        if self._committee_expected(message.round) and not self.options.verify:
+            return  # most peers will not merge this round: fetch only once drawn (in _merge)
         recorded = any(
             submission.participant.lower() == message.participant.lower()
             and submission.update_cid == message.cid
@@ -508,8 +606,20 @@ class RoundEngine:
         except LayerfedError as failure:
             logger.warning("round %d: could not collect old content: %s", current_round, failure)
 
+    def _committee_expected(self, round_number: int) -> bool:
+        """Whether the federation is large enough for committees to merge its rounds (read once a round)."""
+        settings = self.federation.settings
+        if settings.committee_size == 0:
+            return False
+        if self._expectation[0] != round_number:
+            self._expectation = (round_number, settings.has_committee(len(self.ledger.participants())))
+        return self._expectation[1]
+
     def _note_progress(self, state: RoundState) -> None:
+        if self._reviewed_through < 0:  # rounds over before this run started are not reviewed
+            self._reviewed_through = state.number - 1
         if state.finalized_rounds > self._last_finalized:
+            self._review_finished_rounds(state.number if not state.training_complete else state.number + 1)
             if self._last_finalized >= 0:
                 self.statistics.add("rounds_completed", state.finalized_rounds - self._last_finalized)
                 if self.on_round_finished is not None:

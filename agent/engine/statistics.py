@@ -33,6 +33,9 @@ class EngineStatistics:
     transactions: int = 0
     gas_used: int = 0
     rounds_suspended: int = 0  # rounds this peer sat out because the chain suspended it
+    rounds_outside_committee: int = 0  # rounds it submitted to but was not drawn to merge
+    rounds_verified: int = 0  # such rounds it re-merged anyway (EngineOptions.verify) and compared
+    verification_mismatches: int = 0  # ... whose canonical model was not its merge
     # peer address -> action (discarded, clipped, weight_capped) -> how often the merge rule did it
     filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -83,6 +86,9 @@ class EngineStatistics:
                 gas_used=self.gas_used,
                 filtered_updates={peer: dict(actions) for peer, actions in self.filtered_updates.items()},
                 rounds_suspended=self.rounds_suspended,
+                rounds_outside_committee=self.rounds_outside_committee,
+                rounds_verified=self.rounds_verified,
+                verification_mismatches=self.verification_mismatches,
             )
 
 
@@ -104,3 +110,6 @@ class StatisticsSnapshot:
     gas_used: int
     filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
     rounds_suspended: int = 0
+    rounds_outside_committee: int = 0
+    rounds_verified: int = 0
+    verification_mismatches: int = 0
