@@ -156,6 +156,15 @@ def _add_contract(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     deploy.add_argument(
         "--suspension-rounds", type=int, default=None, help="first suspension in rounds (default 4, doubling)"
     )
+    deploy.add_argument(
+        "--committee-threshold",
+        type=int,
+        default=0,
+        help="rounds with more submissions than this are merged by a committee (default 0: never)",
+    )
+    deploy.add_argument(
+        "--committee-size", type=int, default=None, help="seats of a merge committee (default 31)"
+    )
     deploy.add_argument("--ipfs", default="/ip4/127.0.0.1/tcp/5001/http", help="IPFS RPC API multiaddress")
     deploy.add_argument(
         "--store-directory", type=Path, default=None, help="use a local content store instead"
@@ -205,6 +214,24 @@ def _add_federation(commands: argparse._SubParsersAction[argparse.ArgumentParser
     status.add_argument("--rounds", type=int, default=20, help="how many recent rounds to show (default 20)")
     status.add_argument("--json", action="store_true", help="print JSON instead of the table")
     status.set_defaults(handler=_federation_status)
+    verify = actions.add_parser(
+        "verify",
+        help="re-merge a finalized round from the chain and IPFS: is its canonical model the merge?",
+        description="Re-merge a finalized round's updates as an honest elector does and compare with its "
+        "canonical model; for a committee round, replay the committee's draw too. Exit 65 when it fails.",
+    )
+    verify.add_argument("--round", type=int, required=True, help="the finalized round to check")
+    verify.add_argument(
+        "--config", type=Path, default=None, help="take chain, contract and store from an agent configuration"
+    )
+    verify.add_argument("--chain-url", default=None, help="JSON-RPC URL of an Ethereum node")
+    verify.add_argument("--contract", default=None, help="the Coordinator's address")
+    verify.add_argument("--ipfs", default=None, help="IPFS RPC API multiaddress (default: the local node)")
+    verify.add_argument(
+        "--store-directory", type=Path, default=None, help="read from a local content store instead"
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON instead of text")
+    verify.set_defaults(handler=_federation_verify)
 
 
 def _federation_status(arguments: argparse.Namespace) -> int:
@@ -214,6 +241,22 @@ def _federation_status(arguments: argparse.Namespace) -> int:
         arguments.config, arguments.chain_url, arguments.contract, rounds_shown=max(1, arguments.rounds)
     )
     print(status.to_json() if arguments.json else status.render())
+    return 0
+
+
+def _federation_verify(arguments: argparse.Namespace) -> int:
+    from agent.commands.federation_verify import require_holds, verify_federation_round
+
+    report = verify_federation_round(
+        arguments.round,
+        config=arguments.config,
+        chain_url=arguments.chain_url,
+        contract=arguments.contract,
+        ipfs_address=arguments.ipfs,
+        store_directory=arguments.store_directory,
+    )
+    print(report.to_json() if arguments.json else report.render())
+    require_holds(report)
     return 0
 
 
@@ -253,6 +296,8 @@ def _deploy_contract(arguments: argparse.Namespace) -> int:
         membership=parse_membership(arguments.membership),
         strike_limit=arguments.strike_limit,
         suspension_rounds=arguments.suspension_rounds,
+        committee_threshold=arguments.committee_threshold,
+        committee_size=arguments.committee_size,
     )
     print(f"contract {deployment.contract_address}")
     print(f"genesis model {deployment.genesis_model_cid}")

@@ -85,6 +85,11 @@ class ContentMismatchError(RejectedInputError):
     """
 
 
+class VerificationFailedError(RejectedInputError):
+    """A finalized round's canonical model is not the merge of its submitted updates (a forged finalization,
+    found by ``layerfed federation verify``)."""
+
+
 class ContractRevertError(RejectedInputError):
     """The coordinator contract refused a call; ``reason`` holds the decoded custom error.
 

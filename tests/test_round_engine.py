@@ -18,7 +18,8 @@ from eth_account import Account
 
 from agent.adapters.account_identity import AccountIdentity
 from agent.commands.local_federation import LocalFederation
-from agent.engine.round_engine import EngineOptions, unique_updates
+from agent.engine.round_engine import EngineOptions
+from agent.engine.verification import unique_updates
 from agent.errors import ConfigurationError, ContractRevertError, LedgerError
 from agent.learning.model_file import decode_model
 from agent.learning.modes import TrainingMode

@@ -19,7 +19,12 @@ from agent.adapters.account_identity import is_ethereum_address, load_or_create_
 from agent.adapters.ethereum_ledger import deploy_coordinator
 from agent.adapters.ipfs_store import IpfsContentStore
 from agent.adapters.local_store import LocalContentStore
-from agent.engine.federation import DEFAULT_STRIKE_LIMIT, DEFAULT_SUSPENSION_ROUNDS, federation_settings
+from agent.engine.federation import (
+    DEFAULT_COMMITTEE_SIZE,
+    DEFAULT_STRIKE_LIMIT,
+    DEFAULT_SUSPENSION_ROUNDS,
+    federation_settings,
+)
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, AggregationConfig
 from agent.learning.model_file import encode_model
@@ -110,9 +115,13 @@ def deploy_federation(
     membership: Membership = Membership.ALLOWLIST,
     strike_limit: int | None = None,
     suspension_rounds: int | None = None,
+    committee_threshold: int = 0,
+    committee_size: int | None = None,
 ) -> Deployment:
     """Deploy a federation for ``config``; ``allowlist`` holds the accounts allowed (or founding) at once.
-    The strike limit and suspension default to the federation defaults where None."""
+    The strike limit and suspension default to the federation defaults where None. A
+    ``committee_threshold`` above 0 has rounds with more submissions merged by committees of
+    ``committee_size`` (default :data:`DEFAULT_COMMITTEE_SIZE`)."""
     if membership is Membership.OPEN and allowlist:
         raise ConfigurationError("an open federation has no allowlist: choose --membership allowlist or vote")
     require_addresses(allowlist)
@@ -127,6 +136,8 @@ def deploy_federation(
         membership=membership,
         strike_limit=DEFAULT_STRIKE_LIMIT if strike_limit is None else strike_limit,
         suspension_rounds=DEFAULT_SUSPENSION_ROUNDS if suspension_rounds is None else suspension_rounds,
+        committee_threshold=committee_threshold,
+        committee_size=0 if committee_threshold == 0 else (committee_size or DEFAULT_COMMITTEE_SIZE),
     )
     address = deploy_coordinator(chain_url, deployer, settings, allowlist=allowlist)
     return Deployment(contract_address=address, genesis_model_cid=genesis_cid)

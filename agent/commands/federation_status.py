@@ -184,7 +184,8 @@ def _round_report(ledger: Ledger, number: int) -> RoundReport:
     attestations = {entry.participant: entry.model_cid for entry in ledger.attestations(number)}
     withheld: tuple[str, ...] = ()
     if summary.phase is RoundPhase.FAILED and summary.attestation_expired:
-        withheld = tuple(entry.participant for entry in submissions if entry.participant not in attestations)
+        electors = ledger.committee(number) or tuple(entry.participant for entry in submissions)
+        withheld = tuple(elector for elector in electors if elector not in attestations)
     return RoundReport(
         number=number,
         stage=summary.stage,

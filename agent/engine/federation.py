@@ -22,6 +22,10 @@ from models.staged_model import StagedModel
 
 DEFAULT_STRIKE_LIMIT = 2  # one honest slip (a crash between submitting and attesting) is forgiven
 DEFAULT_SUSPENSION_ROUNDS = 4  # doubled for each further suspension
+# Seats of a merge committee when committees are on: the smallest size of the table in
+# coordinator_contract/README.md ("Committees") that keeps the chance that attackers holding 20% of the
+# submitters capture a majority below 1% over a 100-round schedule (scripts/committee_security.py).
+DEFAULT_COMMITTEE_SIZE = 31
 
 LEDGER_MODES = {
     TrainingMode.LAYER_WISE: LedgerTrainingMode.LAYER_WISE,
@@ -85,8 +89,11 @@ def federation_settings(
     membership: Membership = Membership.ALLOWLIST,
     strike_limit: int = DEFAULT_STRIKE_LIMIT,
     suspension_rounds: int = DEFAULT_SUSPENSION_ROUNDS,
+    committee_threshold: int = 0,
+    committee_size: int = 0,
 ) -> FederationSettings:
-    """The settings to deploy a coordinator with for ``config``: the claim cap is the recipe's."""
+    """The settings to deploy a coordinator with for ``config``: the claim cap is the recipe's. Rounds with
+    more than ``committee_threshold`` submissions are merged by ``committee_size`` of them (0: never)."""
     return FederationSettings(
         training_mode=LEDGER_MODES[config.mode],
         stages=config.spec.stages,
@@ -100,4 +107,6 @@ def federation_settings(
         maximum_samples=config.aggregation.maximum_samples,
         strike_limit=strike_limit,
         suspension_rounds=suspension_rounds,
+        committee_threshold=committee_threshold,
+        committee_size=committee_size,
     )

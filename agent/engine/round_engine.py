@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from agent.engine.privacy_noise import noise_seed
 from agent.engine.retention import ContentRetention
 from agent.engine.statistics import EngineStatistics
 from agent.engine.training_step import ResumableTraining
+from agent.engine.verification import base_model_of, merge_updates, unique_updates, validated_update
 from agent.errors import (
     ConfigurationError,
     ContentMismatchError,
@@ -48,14 +49,13 @@ from agent.errors import (
     UpdateRejectedError,
 )
 from agent.learning.backends import TrainingBackend
-from agent.learning.merging import MergeOutcome, merge_round
-from agent.learning.model_file import encode_model
+from agent.learning.merging import MergeOutcome
 from agent.learning.model_state import ModelState
 from agent.learning.privacy.mechanism import privatize
-from agent.learning.update import ModelUpdate, capped_claim, validate_update
+from agent.learning.update import ModelUpdate, capped_claim
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
-from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
+from agent.ports.ledger import Ledger, RoundPhase, RoundState
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
 from agent.retry_policy import RetryPolicy
@@ -384,8 +384,7 @@ class RoundEngine:
 
     def _verify(self, round_number: int, canonical: str) -> None:
         """Re-merge a finalized round from its base model and compare with the canonical model."""
-        earlier = [entry.model_cid for entry in self.ledger.round_log() if entry.number < round_number]
-        base_cid = earlier[-1] if earlier else self.federation.settings.genesis_model_cid
+        base_cid = base_model_of(self.ledger, round_number, self.federation.settings.genesis_model_cid)
         stage = self.ledger.round_summary(round_number).stage
         merged = self._merge(round_number, stage, base_cid, pin=False)
         if merged is None:
@@ -421,10 +420,8 @@ class RoundEngine:
         if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
             return None
         with self.statistics.measure("merge"):
-            aggregation = self.federation.config.aggregation
-            outcome = merge_round(base, updates, aggregation) if updates else MergeOutcome(base, ())
+            outcome, payload = merge_updates(self.federation, base, updates)
             merged = outcome.state
-            payload = encode_model(merged, self.federation.config)
         self._report_decisions(round_number, outcome)
         self.statistics.add("updates_merged", len(updates))
         if not pin:
@@ -504,19 +501,7 @@ class RoundEngine:
         try:
             payload = self._fetch(cid)
             with self.statistics.measure("verify"):
-                update = ModelUpdate.from_bytes(payload)
-                config = self.federation.config
-                validate_update(
-                    update,
-                    base,
-                    config.mode,
-                    stage,
-                    config.spec.stages,
-                    config.aggregation.maximum_samples,
-                )
-                if update.samples != samples:
-                    raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples}")
-            return update
+                return validated_update(payload, samples, base, self.federation, stage)
         except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
             logger.warning("round %d: left out update %s: %s", round_number, cid, rejection)
@@ -629,21 +614,6 @@ class RoundEngine:
             self.inbox.guard.advance(state.number)
             self._collect_content(state.number)
         self.inbox.current_round = state.number
-
-
-def unique_updates(submissions: Iterable[Submission]) -> list[Submission]:
-    """The first submission of each CID, in chain order.
-
-    Counting one CID twice would double its weight in the merge; contracts since version 2 refuse a CID
-    already submitted to the round, and this keeps the merge safe on any ledger.
-    """
-    seen: set[str] = set()
-    unique = []
-    for submission in submissions:
-        if submission.update_cid not in seen:
-            seen.add(submission.update_cid)
-            unique.append(submission)
-    return unique
 
 
 def _now_milliseconds() -> int:
