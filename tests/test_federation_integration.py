@@ -140,3 +140,59 @@ def test_agents_agree_after_one_is_killed_mid_round(
     assert "round 1 stage 1: trained" not in logs[0].read_text().split("joined federation")[-1], (
         "the restarted agent retrained round 1 instead of resuming from its checkpoint"
     )
+
+
+def test_a_committee_merges_while_the_others_only_download_the_model(
+    tmp_path: Path, anvil_url: str, ipfs_address: str, mosquitto: MosquittoService
+) -> None:
+    """Rounds above 2 submissions are merged by 2 of the 3 agents: one agent sits out each round's merge,
+    and all three end on the committee's model."""
+    deployer_key = tmp_path / "deployer.key"
+    keys = [deployer_key, *(tmp_path / f"agent-{index}" / "key" for index in range(AGENTS))]
+    accounts = [load_or_create_account(key) for key in keys]
+    for account in accounts:
+        rpc(anvil_url, "anvil_setBalance", [account.address, hex(10**21)])
+    deployment = deploy_federation(
+        anvil_url,
+        deployer_key,
+        IpfsContentStore(ipfs_address),
+        RECIPE,
+        rounds_per_stage=1,
+        quorum=AGENTS,
+        round_duration_seconds=300,
+        allowlist=tuple(account.address for account in accounts[1:]),
+        committee_threshold=2,
+        committee_size=2,
+    )
+    directories = [tmp_path / f"agent-{index}" for index in range(AGENTS)]
+    configs = [
+        write_config(directory, deployment.contract_address, anvil_url, ipfs_address, mosquitto, index)
+        for index, directory in enumerate(directories)
+    ]
+    logs = [tmp_path / f"agent-{index}.log" for index in range(AGENTS)]
+    processes = [start_agent(config, log) for config, log in zip(configs, logs, strict=True)]
+    try:
+        outputs = []
+        for index, process in enumerate(processes):
+            stdout, _ = process.communicate(timeout=300)
+            assert process.returncode == 0, f"agent {index} failed:\n" + logs[index].read_text()[-4000:]
+            outputs.append(stdout.decode().strip().splitlines()[-1])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+    observer = EthereumLedger(connect_rpc(anvil_url), deployment.contract_address, Account.create())
+    log = observer.round_log()
+    assert len(set(outputs)) == 1 and log[-1].model_cid == outputs[0], outputs
+    for entry in log:
+        committee = observer.committee(entry.number)
+        assert len(committee) == 2 and observer.replay_committee_draw(entry.number) == committee
+        assert {attestation.participant for attestation in observer.attestations(entry.number)} <= set(
+            committee
+        )
+        outsider = next(account for account in accounts[1:] if account.address not in committee)
+        position = [account.address for account in accounts[1:]].index(outsider.address)
+        assert f"round {entry.number}: not drawn to merge" in logs[position].read_text()

@@ -78,6 +78,8 @@ class LocalFederation:
         membership: Membership = Membership.ALLOWLIST,
         strike_limit: int = DEFAULT_STRIKE_LIMIT,
         suspension_rounds: int = DEFAULT_SUSPENSION_ROUNDS,
+        committee_threshold: int = 0,
+        committee_size: int = 0,
     ) -> None:
         self.config = config
         self.work_directory = work_directory
@@ -106,6 +108,8 @@ class LocalFederation:
             membership=membership,
             strike_limit=strike_limit,
             suspension_rounds=suspension_rounds,
+            committee_threshold=committee_threshold,
+            committee_size=committee_size,
         )
         self.contract_address = deploy_coordinator(
             self.chain,
