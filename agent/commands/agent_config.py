@@ -76,6 +76,7 @@ class AgentSection(_Section):
     backend_cache_directory: str = ""  # what "ort" builds per stage (default: state_directory/backend-cache)
     training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
     keep_canonical_models: int = 2  # canonical models of past rounds kept in the store (at least 1)
+    verify: bool = False  # re-merge the rounds a committee merged without this device, and compare
 
 
 class _Document(_Section):

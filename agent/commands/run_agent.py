@@ -109,6 +109,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
                 poll_seconds=config.agent.poll_seconds,
                 training_checkpoint_seconds=config.agent.training_checkpoint_seconds,
                 keep_canonical_models=config.agent.keep_canonical_models,
+                verify=config.agent.verify,
                 collect_garbage=config.store.kind == "local",  # an IPFS node collects on its own
             ),
             backend=backend,
