@@ -8,16 +8,18 @@ round 1 is open and restarted; every agent must finish with the same canonical m
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from agent.adapters.account_identity import load_or_create_account
 from agent.adapters.ethereum_ledger import EthereumLedger, connect_rpc
 from agent.adapters.ipfs_store import IpfsContentStore
-from agent.commands.deploy import deploy_federation
+from agent.commands.deploy import Deployment, deploy_federation
 from agent.engine.checkpoint import CHECKPOINT_FILE
 from agent.learning.modes import TrainingMode
 from agent.learning.training import TrainingConfig
@@ -74,9 +76,15 @@ threads = 1
     return path
 
 
-def test_agents_agree_after_one_is_killed_mid_round(
-    tmp_path: Path, anvil_url: str, ipfs_address: str, mosquitto: MosquittoService
-) -> None:
+def deploy_agents(
+    tmp_path: Path,
+    anvil_url: str,
+    ipfs_address: str,
+    broker: MosquittoService,
+    committee_threshold: int = 0,
+    committee_size: int | None = None,
+) -> tuple[Deployment, list[LocalAccount], list[Path], list[Path]]:
+    """A permissioned federation of AGENTS funded accounts (the deployer's first), their configs and logs."""
     deployer_key = tmp_path / "deployer.key"
     keys = [deployer_key, *(tmp_path / f"agent-{index}" / "key" for index in range(AGENTS))]
     accounts = [load_or_create_account(key) for key in keys]
@@ -91,19 +99,42 @@ def test_agents_agree_after_one_is_killed_mid_round(
         quorum=AGENTS,
         round_duration_seconds=300,
         allowlist=tuple(account.address for account in accounts[1:]),  # permissioned, the default
+        committee_threshold=committee_threshold,
+        committee_size=committee_size,
     )
     configs = [
         write_config(
-            tmp_path / f"agent-{index}",
-            deployment.contract_address,
-            anvil_url,
-            ipfs_address,
-            mosquitto,
-            index,
+            tmp_path / f"agent-{index}", deployment.contract_address, anvil_url, ipfs_address, broker, index
         )
         for index in range(AGENTS)
     ]
     logs = [tmp_path / f"agent-{index}.log" for index in range(AGENTS)]
+    return deployment, accounts, configs, logs
+
+
+def outputs_of(processes: list[subprocess.Popen[bytes]], logs: list[Path]) -> list[str]:
+    """Each agent's last line of output (its final model CID), once every one exited with 0."""
+    outputs = []
+    for index, process in enumerate(processes):
+        stdout, _ = process.communicate(timeout=300)
+        assert process.returncode == 0, f"agent {index} failed:\n" + logs[index].read_text()[-4000:]
+        outputs.append(stdout.decode().strip().splitlines()[-1])
+    return outputs
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_agents_agree_after_one_is_killed_mid_round(
+    tmp_path: Path, anvil_url: str, ipfs_address: str, mosquitto: MosquittoService
+) -> None:
+    deployment, _, configs, logs = deploy_agents(tmp_path, anvil_url, ipfs_address, mosquitto)
     processes = [start_agent(config, log) for config, log in zip(configs, logs, strict=True)]
     observer = EthereumLedger(connect_rpc(anvil_url), deployment.contract_address, Account.create())
     try:
@@ -120,18 +151,9 @@ def test_agents_agree_after_one_is_killed_mid_round(
         if processes[0].stdout is not None:
             processes[0].stdout.close()
         processes[0] = start_agent(configs[0], logs[0])
-        outputs = []
-        for index, process in enumerate(processes):
-            stdout, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, f"agent {index} failed:\n" + logs[index].read_text()[-4000:]
-            outputs.append(stdout.decode().strip().splitlines()[-1])
+        outputs = outputs_of(processes, logs)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+        stop_all(processes)
     assert len(set(outputs)) == 1, outputs
     log = observer.round_log()
     assert [(entry.number, entry.stage) for entry in log] == [(1, 1), (2, 2)]
@@ -147,43 +169,14 @@ def test_a_committee_merges_while_the_others_only_download_the_model(
 ) -> None:
     """Rounds above 2 submissions are merged by 2 of the 3 agents: one agent sits out each round's merge,
     and all three end on the committee's model."""
-    deployer_key = tmp_path / "deployer.key"
-    keys = [deployer_key, *(tmp_path / f"agent-{index}" / "key" for index in range(AGENTS))]
-    accounts = [load_or_create_account(key) for key in keys]
-    for account in accounts:
-        rpc(anvil_url, "anvil_setBalance", [account.address, hex(10**21)])
-    deployment = deploy_federation(
-        anvil_url,
-        deployer_key,
-        IpfsContentStore(ipfs_address),
-        RECIPE,
-        rounds_per_stage=1,
-        quorum=AGENTS,
-        round_duration_seconds=300,
-        allowlist=tuple(account.address for account in accounts[1:]),
-        committee_threshold=2,
-        committee_size=2,
+    deployment, accounts, configs, logs = deploy_agents(
+        tmp_path, anvil_url, ipfs_address, mosquitto, committee_threshold=2, committee_size=2
     )
-    directories = [tmp_path / f"agent-{index}" for index in range(AGENTS)]
-    configs = [
-        write_config(directory, deployment.contract_address, anvil_url, ipfs_address, mosquitto, index)
-        for index, directory in enumerate(directories)
-    ]
-    logs = [tmp_path / f"agent-{index}.log" for index in range(AGENTS)]
     processes = [start_agent(config, log) for config, log in zip(configs, logs, strict=True)]
     try:
-        outputs = []
-        for index, process in enumerate(processes):
-            stdout, _ = process.communicate(timeout=300)
-            assert process.returncode == 0, f"agent {index} failed:\n" + logs[index].read_text()[-4000:]
-            outputs.append(stdout.decode().strip().splitlines()[-1])
+        outputs = outputs_of(processes, logs)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+        stop_all(processes)
     observer = EthereumLedger(connect_rpc(anvil_url), deployment.contract_address, Account.create())
     log = observer.round_log()
     assert len(set(outputs)) == 1 and log[-1].model_cid == outputs[0], outputs
