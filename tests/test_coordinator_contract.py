@@ -935,6 +935,17 @@ def test_a_committee_round_fails_early_and_strikes_only_silent_members(chain: Te
     assert [records[peer.account].withheld for peer in (first, second, *outsiders)] == [0, 0, 0, 0]
 
 
+def test_a_committee_that_never_attests_is_drawn_when_the_round_fails(chain: TestChain) -> None:
+    federation, peers = committee_federation(chain, strike_limit=1, suspension_rounds=2)
+    drawn = peers[0].committee(1)
+    chain.advance_time(DURATION + 1)
+    peers[0].close_expired_round()  # draws the committee, so that the record knows who withheld
+    assert federation.events(peers[0], "CommitteeDrawn")[0]["members"] == list(drawn)
+    for peer in peers:
+        record = peer.participant_record(peer.account)
+        assert record.withheld == (1 if peer.account in drawn else 0)
+
+
 def test_committee_gas(chain: TestChain) -> None:
     """The first member's attestation pays for the draw; the other attestations stay within 120k."""
     federation = deploy(chain, peers=9, quorum=9, committee_threshold=8, committee_size=5)

@@ -306,19 +306,28 @@ class EthereumLedger:
         codec, digest = cid_to_chain(model_cid)
         _require_unsigned("round_number", round_number, 256)
         function = cast(ContractCall, self._contract.functions.attestModel(round_number, codec, digest))
+        self._transact_drawing("attestModel", function)
+
+    def close_expired_round(self) -> None:
+        self._transact_drawing(
+            "closeExpiredRound", cast(ContractCall, self._contract.functions.closeExpiredRound())
+        )
+
+    def _transact_drawing(self, description: str, function: ContractCall) -> None:
+        """Send a call that may draw its round's committee (an attestation, or failing the round).
+
+        The draw takes the hash of the block that closed the round's submissions, and a node estimates gas
+        in the latest block, which may be that very block, where the hash does not exist yet: the estimate
+        refuses with CoordinatorCommitteeNotDrawable although the call succeeds in the next block. Then it
+        is sent with the draw's worst case as its limit.
+        """
         try:
-            self._transactor.transact("attestModel", function)
+            self._transactor.transact(description, function)
         except ContractRevertError as revert:
-            # The first attestation of a committee round draws from the hash of the block that closed the
-            # round; a node estimates in that very block, where the hash does not exist yet. Mined in the
-            # next block it succeeds: send it with the draw's worst case as its limit.
             if not (revert.reason or "").startswith("CoordinatorCommitteeNotDrawable"):
                 raise
             limit = _DRAW_GAS_BASE + _DRAW_GAS_PER_MEMBER * self.settings().committee_size
-            self._transactor.transact("attestModel", function, gas_limit=limit)
-
-    def close_expired_round(self) -> None:
-        self._transact("closeExpiredRound", self._contract.functions.closeExpiredRound())
+            self._transactor.transact(description, function, gas_limit=limit)
 
     def committee(self, round_number: int) -> tuple[str, ...]:
         """The drawn committee; before the draw, the one a draw in the next block would pick (computed here
