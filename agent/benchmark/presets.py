@@ -35,10 +35,11 @@ from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND
+from agent.learning.compression import NO_COMPRESSION, CompressionConfig
 from agent.learning.modes import TrainingMode
 from models.spec import ARCHITECTURES, Architecture, EncoderSpec
 
-PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "robustness")
+PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "paper12", "robustness")
 DATASET_NAME = "fashion-mnist"
 
 
@@ -70,8 +71,12 @@ class BenchmarkConfig:
     attack: str | None = None
     attackers: int = 0
     attack_scale: float | None = None
+    compression: CompressionConfig = NO_COMPRESSION
+    participation: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.participation <= 1:
+            raise ConfigurationError(f"participation must be in (0, 1], not {self.participation}")
         for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -108,6 +113,7 @@ class BenchmarkConfig:
         values["modes"] = list(self.modes)
         values["backends"] = list(self.backends)
         values["aggregation"] = self.aggregation.to_dict()
+        values["compression"] = self.compression.to_dict()
         return values
 
     @classmethod
@@ -120,6 +126,8 @@ class BenchmarkConfig:
         converted["aggregation"] = (
             AggregationConfig.from_dict(values["aggregation"]) if "aggregation" in values else LEGACY_FEDAVG
         )
+        # results written before compression and partial participation: float32 deltas, everyone
+        converted["compression"] = CompressionConfig.from_dict(values.get("compression", {}))
         return cls(**converted)
 
 
@@ -170,6 +178,28 @@ def _paper(model: Architecture) -> BenchmarkConfig:
     )
 
 
+def _paper12(model: Architecture) -> BenchmarkConfig:
+    if model != "vit":
+        raise ConfigurationError("preset paper12 is a 12-block ViT: use --model vit")
+    spec = EncoderSpec(
+        architecture="vit", stages=12, depth=12, embed_dim=128, attention_heads=2, patch_size=7
+    )
+    # preset data, spelled out like the other presets so each reads on its own
+    return BenchmarkConfig(
+        model=model,
+        preset="paper12",
+        spec=spec,
+        clients=10,
+        rounds_per_stage=2,
+        local_epochs=1,
+        batch_size=128,
+        train_limit=9000,
+        probe_limit=2000,
+        test_limit=2000,
+        threads=1,
+    )
+
+
 def _robustness(model: Architecture) -> BenchmarkConfig:
     if model == "vit":
         spec = EncoderSpec(
@@ -202,9 +232,21 @@ def preset_config(model: str, preset: str) -> BenchmarkConfig:
         return _smoke(architecture)
     if preset == "paper":
         return _paper(architecture)
+    if preset == "paper12":
+        return _paper12(architecture)
     if preset == "robustness":
         return _robustness(architecture)
     raise ConfigurationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+
+
+def with_blocks_per_stage(config: BenchmarkConfig, blocks: int) -> BenchmarkConfig:
+    """``config`` with its ViT's blocks grouped ``blocks`` to a stage (stages = depth / blocks)."""
+    spec = config.spec
+    if spec.architecture != "vit":
+        raise ConfigurationError("--blocks-per-stage groups ViT blocks; a ResNet stage is one block")
+    if blocks < 1 or spec.depth % blocks != 0:
+        raise ConfigurationError(f"cannot group {spec.depth} blocks {blocks} to a stage")
+    return replace(config, spec=replace(spec, stages=spec.depth // blocks))
 
 
 def with_overrides(config: BenchmarkConfig, **overrides: Any) -> BenchmarkConfig:

@@ -214,6 +214,7 @@ def train_mode(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         aggregation=config.aggregation,
+        compression=config.compression,
     )
     adversary = (
         Attack(
@@ -235,6 +236,7 @@ def train_mode(
         training,
         schedule,
         client_images,
+        participation=config.participation,
         on_client_start=tracker.on_client_start,
         backend=timer,
         adversary=adversary,

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from agent.engine.checkpoint import CheckpointFile
+from agent.engine.error_feedback_file import ErrorFeedbackFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.retention import ContentRetention
@@ -39,6 +40,7 @@ from agent.errors import (
     UpdateRejectedError,
 )
 from agent.learning.backends import TrainingBackend
+from agent.learning.compression import decompress_update
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
@@ -117,6 +119,7 @@ class RoundEngine:
         self.options = options or EngineOptions()
         self.statistics = statistics or EngineStatistics()
         self.checkpoints = CheckpointFile(state_directory)
+        self.error_feedback = ErrorFeedbackFile(state_directory)
         self.training = ResumableTraining(state_directory, self.options.training_checkpoint_seconds, backend)
         self.round_state: RoundState | None = None  # the latest state read from the chain (for status)
         self.activity = "starting"  # starting, training, merging or waiting (for status)
@@ -258,7 +261,7 @@ class RoundEngine:
                 return
             self.statistics.add("updates_trained", 1)
             update = capped_claim(result.update, self.federation.config.aggregation.maximum_samples)
-            payload = update.to_bytes()
+            payload = self.error_feedback.compress(state.number, update, self.federation.config.compression)
             with self.statistics.measure("pin"):
                 cid = self.store.put(payload)
             self.statistics.add("bytes_uploaded", len(payload))
@@ -387,8 +390,8 @@ class RoundEngine:
         try:
             payload = self._fetch(cid)
             with self.statistics.measure("verify"):
-                update = ModelUpdate.from_bytes(payload)
                 config = self.federation.config
+                update = decompress_update(payload, config.compression, base)
                 validate_update(
                     update,
                     base,
