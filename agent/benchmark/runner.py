@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from agent.benchmark import robustness
 from agent.benchmark.attacks import ATTACK_NAMES
-from agent.benchmark.plots import write_plots
+from agent.benchmark.plots import write_plots, write_seed_plots
 from agent.benchmark.presets import (
     PRESET_NAMES,
     BenchmarkConfig,
@@ -36,6 +36,9 @@ from agent.benchmark.presets import (
 )
 from agent.benchmark.report import compare_backends, compare_modes, render_markdown
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
+from agent.benchmark.seeds import SCHEMA as SEEDS_SCHEMA
+from agent.benchmark.seeds import render_markdown as render_seed_markdown
+from agent.benchmark.seeds import seed_figures, summarise
 from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError, WorkerFailedError
@@ -266,12 +269,60 @@ def check_backends(backends: Sequence[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run every job, write the outputs, print the summary; 0 on success (errors raise LayerfedError)."""
+    """Run every job (once per seed with ``--seeds``), write the outputs, print the summary; 0 on success
+    (errors raise LayerfedError)."""
     config = config_from_arguments(args)
     check_backends(config.backends)
     out: Path = args.out or Path("runs") / f"bench-{config.model}-{config.preset}"
     if args.robustness:
         return run_robustness(args, config, out)
+    if args.seeds is None:
+        print(render_markdown(run_comparison(config, out)))
+        return 0
+    return run_seeds(config, parse_seeds(args.seeds), out)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(item) for item in split_list(text))
+    except ValueError as exc:
+        raise ConfigurationError(f"--seeds takes comma-separated integers, not {text!r}") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigurationError(f"--seeds needs distinct non-negative seeds, not {text!r}")
+    return seeds
+
+
+def run_seeds(config: BenchmarkConfig, seeds: Sequence[int], out: Path) -> int:
+    """The comparison once per seed into ``out/seed-S``, then mean, deviation and 95 % interval of every
+    figure in ``out/results.json``, ``out/results.md`` and the plots (:mod:`agent.benchmark.seeds`)."""
+    started = time.perf_counter()
+    per_seed = []
+    for seed in seeds:
+        results = run_comparison(replace(config, seed=seed), out / f"seed-{seed}")
+        per_seed.append(seed_figures(results.to_dict()))
+    summary = summarise(per_seed)
+    title = f"{config.model}, preset {config.preset}"
+    document = {
+        "schema": SEEDS_SCHEMA,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": list(sys.argv),
+        "seeds": list(seeds),
+        "config": {key: value for key, value in config.to_dict().items() if key != "seed"},
+        "seed_directories": [f"seed-{seed}" for seed in seeds],
+        "wall_seconds": time.perf_counter() - started,
+        "summary": summary,
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = render_seed_markdown(summary, seeds, f"layerfed benchmark: {title}")
+    (out / "results.md").write_text(markdown)
+    plots = write_seed_plots(summary, out, title)
+    print(markdown)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
+    return 0
+
+
+def run_comparison(config: BenchmarkConfig, out: Path) -> BenchmarkResults:
+    """Every job of one seed into ``out``: results.json, results.md and the plots."""
     jobs_directory = out / "jobs"
     jobs_directory.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -307,12 +358,10 @@ def run(args: argparse.Namespace) -> int:
         command=tuple(sys.argv),
     )
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
-    markdown = render_markdown(results)
-    (out / "results.md").write_text(markdown)
+    (out / "results.md").write_text(render_markdown(results))
     plots = write_plots(results, out)
-    print(markdown)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
-    return 0
+    return results
 
 
 def run_robustness(args: argparse.Namespace, config: BenchmarkConfig, out: Path) -> int:
