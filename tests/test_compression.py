@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from agent.commands.local_federation import LocalFederation
 from agent.engine.error_feedback_file import ERROR_FEEDBACK_FILE, ErrorFeedbackFile
 from agent.errors import ConfigurationError, UpdateRejectedError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG
 from agent.learning.compression import NO_COMPRESSION, CompressionConfig, compress_update, decompress_update
 from agent.learning.compression.codecs import encode_int8, topk_count
 from agent.learning.merging import merge_round
+from agent.learning.model_file import decode_model
 from agent.learning.model_state import decode_tensors, encode_tensors
 from agent.learning.modes import TrainingMode
 from agent.learning.training import TrainingConfig
 from agent.learning.update import ModelUpdate, validate_update
 from models.spec import EncoderSpec
+from tests.test_round_engine import TINY, run_to_completion
 
 SHAPES = {"stages.1.weight": (16, 9), "stages.1.bias": (16,), "heads.1.weight": (5, 16), "heads.1.bias": (5,)}
 METHODS = {
@@ -281,3 +285,17 @@ def test_without_error_feedback_nothing_is_written(tmp_path: Path) -> None:
         ErrorFeedbackFile(tmp_path).compress(1, an_update(23), config)
     assert not (tmp_path / ERROR_FEEDBACK_FILE).exists()
     assert ErrorFeedbackFile(tmp_path).compress(1, an_update(23), NO_COMPRESSION) == an_update(23).to_bytes()
+
+
+@pytest.mark.slow
+def test_a_federation_of_engines_agrees_on_a_model_merged_from_top_k_updates(tmp_path: Path) -> None:
+    """Three peers on the embedded services: each uploads top-k payloads, keeps its residual in its state
+    directory, decodes the others' and all attest the same model every round."""
+    config = replace(TINY, compression=CompressionConfig("topk", topk_fraction=0.2))
+    with LocalFederation(config, peers=3, rounds_per_stage=1, work_directory=tmp_path) as federation:
+        results = run_to_completion(federation)
+        assert sorted(results) == [0, 1, 2] and len(set(results.values())) == 1
+        _, recorded = decode_model(federation.store.get(results[0]))
+        assert recorded == config
+        residuals = sorted(tmp_path.rglob(ERROR_FEEDBACK_FILE))
+        assert len(residuals) == 3
