@@ -19,6 +19,15 @@ activations, which lw keeps for one stage and e2e for all, dominate training mem
 its four stages; its first, full-resolution stage holds most of the activations and a quarter of the
 FLOPs, so lw saves less there by construction.
 
+``paper12`` is the LW-FedSSL paper's shape (issue 13): a 12-block ViT, one block per stage, 10 clients.
+ViT-Tiny is 192 wide; this one is 128 wide with 2 heads (ViT-Tiny's head width, 64), since a block's
+cost grows with the square of the width and 192 would not fit three modes in 90 minutes here. Sized
+from step times measured with one torch thread (batch 128, seconds per image and epoch: e2e 10.8 ms,
+lw 1.6 ms at stage 1 to 4.7 ms at stage 12): 12 stages x 2 rounds over 9000 images cost about 72 minutes
+of training for lw + prog + e2e, plus about 4 minutes of evaluation. The batch is 128, not 256, so that
+each of 10 clients (900 images) still takes 7 optimizer steps per epoch. ``--blocks-per-stage 2`` gives
+the paper's 6-stage variant of the same encoder.
+
 ``robustness`` is the unit of ``layerfed bench --robustness``, which runs it once per (aggregation rule,
 attack, scenario): a 3-stage ResNet (widths 16-64) trained layer-wise, 3 stages x 2 rounds, 600 images
 per client, so that one cell takes about a minute here and training still lifts the linear probe some

@@ -17,7 +17,6 @@ over its clients' labels with randomness derived from the federation seed.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 
 from agent.errors import ConfigurationError
@@ -36,7 +35,7 @@ def participant_count(members: int, fraction: float) -> int:
     if not 0 < fraction <= 1:
         raise ConfigurationError(f"participation fraction must be in (0, 1], not {fraction}")
     parts_per_million = round(fraction * 10**6)
-    return max(1, min(members, math.ceil(members * parts_per_million / 10**6)))
+    return max(1, min(members, -(-members * parts_per_million // 10**6)))  # integer ceiling
 
 
 def participant_key(randomness: bytes, round_number: int, member: str) -> bytes:
