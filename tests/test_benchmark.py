@@ -278,3 +278,34 @@ def test_every_figure_is_summarised_over_seeds_with_a_t_interval() -> None:
     markdown = render_seed_markdown(summary, (0, 1, 2), "title")
     assert "| lw | 72.0 ± 5.0 |" in markdown
     assert figure_statistics([1.0])["ci95"] is None
+
+
+def test_a_multi_seed_run_writes_the_summary_the_tables_and_the_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def fake_comparison(config: BenchmarkConfig, out: Path) -> BenchmarkResults:
+        ran.append(config.seed)
+        modes = {
+            name: replace(result, linear_probe_accuracy=0.7 + 0.01 * config.seed)
+            for name, result in hand_made_modes().items()
+        }
+        return BenchmarkResults(
+            config=config,
+            machine={},
+            modes=modes,
+            comparisons=compare_modes(modes),
+            random_init=ReferenceAccuracy(0.5, 0.4, 1.0),
+        )
+
+    monkeypatch.setattr(runner, "run_comparison", fake_comparison)
+    assert runner.run_seeds(preset_config("vit", "smoke"), (3, 4, 5), tmp_path) == 0
+    assert ran == [3, 4, 5]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["schema"] == "layerfed-benchmark-seeds/1" and document["seeds"] == [3, 4, 5]
+    assert document["summary"]["modes"]["e2e"]["linear_probe_accuracy"]["values"] == [0.73, 0.74, 0.75]
+    assert "seed" not in document["config"]
+    assert "| e2e | 74.0 ± 2.5 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "accuracy_vs_bytes.png").stat().st_size > 0
+    assert (tmp_path / "memory_per_stage.png").stat().st_size > 0
