@@ -22,11 +22,13 @@ FLOPs, so lw saves less there by construction.
 ``paper12`` is the LW-FedSSL paper's shape (issue 13): a 12-block ViT, one block per stage, 10 clients.
 ViT-Tiny is 192 wide; this one is 128 wide with 2 heads (ViT-Tiny's head width, 64), since a block's
 cost grows with the square of the width and 192 would not fit three modes in 90 minutes here. Sized
-from step times measured with one torch thread (batch 128, seconds per image and epoch: e2e 10.8 ms,
-lw 1.6 ms at stage 1 to 4.7 ms at stage 12): 12 stages x 2 rounds over 9000 images cost about 72 minutes
-of training for lw + prog + e2e, plus about 4 minutes of evaluation. The batch is 128, not 256, so that
-each of 10 clients (900 images) still takes 7 optimizer steps per epoch. ``--blocks-per-stage 2`` gives
-the paper's 6-stage variant of the same encoder.
+from step times measured with one torch thread (batch 128, milliseconds per image and epoch: e2e 10.8,
+lw 1.6 at stage 1 to 4.7 at stage 12) and from a reduced run (1 round per stage, 3000 images, lw and
+e2e: 298 s and 965 s of training and 91 s and 165 s of evaluation on the shared machine at load 4-5,
+about 2.5x slower than those step times): 12 stages x 2 rounds over 6000 images is four times that
+run's training, about 55 minutes for lw + prog + e2e on an idle machine and about two hours at that
+load. The batch is 128, not 256, so that each of 10 clients (600 images) still takes 5 optimizer steps
+per epoch. ``--blocks-per-stage 2`` gives the paper's 6-stage variant of the same encoder.
 
 ``robustness`` is the unit of ``layerfed bench --robustness``, which runs it once per (aggregation rule,
 attack, scenario): a 3-stage ResNet (widths 16-64) trained layer-wise, 3 stages x 2 rounds, 600 images
@@ -202,7 +204,7 @@ def _paper12(model: Architecture) -> BenchmarkConfig:
         rounds_per_stage=2,
         local_epochs=1,
         batch_size=128,
-        train_limit=9000,
+        train_limit=6000,
         probe_limit=2000,
         test_limit=2000,
         threads=1,
