@@ -14,6 +14,8 @@ from agent.benchmark import runner
 from agent.benchmark.presets import BenchmarkConfig, preset_config, with_overrides
 from agent.benchmark.report import compare, compare_modes, ratio, render_markdown
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy, RoundResult, StageResult
+from agent.benchmark.seeds import figure_statistics, seed_figures, summarise
+from agent.benchmark.seeds import render_markdown as render_seed_markdown
 from agent.errors import ConfigurationError
 
 MODES = ("lw", "prog", "e2e")
@@ -204,3 +206,106 @@ def test_the_smoke_preset_runs_end_to_end(
     random_init = results["references"]["random_init"]
     assert 0.0 <= random_init["linear_probe_accuracy"] <= 1.0
     assert results["comparisons"]["e2e_over_lw"]["bytes_ratio"] > 1.0
+
+
+def test_the_paper_options_reach_the_configuration() -> None:
+    config = runner.config_from_arguments(
+        parse(
+            "--preset", "paper12", "--blocks-per-stage", "2", "--partition", "dirichlet", "--alpha", "0.5",
+            "--participation", "0.25", "--clients", "20", "--compression", "topk", "--topk-fraction", "0.05",
+        )
+    )  # fmt: skip
+    assert (config.spec.depth, config.spec.stages) == (12, 6)
+    assert (config.dirichlet_alpha, config.participation, config.clients) == (0.5, 0.25, 20)
+    assert config.compression.describe() == "topk(0.05)+ef"
+    assert BenchmarkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    iid = runner.config_from_arguments(parse("--preset", "paper12", "--partition", "iid"))
+    assert iid.dirichlet_alpha is None and iid.spec.stages == 12 and iid.clients == 10
+    int8 = runner.config_from_arguments(parse("--compression", "int8", "--no-error-feedback"))
+    assert int8.compression.method == "int8"
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("--blocks-per-stage", "5", "--preset", "paper12"),
+        ("--model", "resnet", "--blocks-per-stage", "2"),
+        ("--model", "resnet", "--preset", "paper12"),
+        ("--partition", "dirichlet"),
+        ("--alpha", "0.5"),
+        ("--partition", "iid", "--alpha", "0.5"),
+        ("--participation", "0"),
+        ("--topk-fraction", "0.1"),
+    ],
+)
+def test_contradictory_paper_options_are_configuration_errors(arguments: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigurationError):
+        runner.config_from_arguments(parse(*arguments))
+
+
+def test_seeds_must_be_distinct_non_negative_integers() -> None:
+    assert runner.parse_seeds("0, 1,2") == (0, 1, 2)
+    for bad in ("", "0,0", "a", "-1"):
+        with pytest.raises(ConfigurationError):
+            runner.parse_seeds(bad)
+
+
+def test_every_figure_is_summarised_over_seeds_with_a_t_interval() -> None:
+    modes = hand_made_modes()
+    per_seed = [
+        seed_figures(
+            BenchmarkResults(
+                config=preset_config("vit", "smoke"),
+                machine={},
+                modes={
+                    name: replace(result, linear_probe_accuracy=accuracy) for name, result in modes.items()
+                },
+                comparisons=compare_modes(modes),
+                random_init=ReferenceAccuracy(0.5, 0.4, 1.0),
+            ).to_dict()
+        )
+        for accuracy in (0.70, 0.72, 0.74)
+    ]
+    summary = summarise(per_seed)
+    probe = summary["modes"]["lw"]["linear_probe_accuracy"]
+    assert probe["mean"] == pytest.approx(0.72) and probe["std"] == pytest.approx(0.02)
+    assert probe["ci95"] == pytest.approx(4.303 * 0.02 / 3**0.5)
+    assert probe["values"] == [0.70, 0.72, 0.74]
+    assert summary["modes"]["lw"]["stages"][0]["knn_accuracy"]["std"] == 0.0
+    assert summary["modes"]["lw"]["mode"] == "lw"
+    assert "rounds" not in summary["modes"]["lw"]
+    assert summary["comparisons"]["e2e_over_lw"]["peak_train_memory_ratio"]["mean"] == pytest.approx(4.0)
+    markdown = render_seed_markdown(summary, (0, 1, 2), "title")
+    assert "| lw | 72.0 ± 5.0 |" in markdown
+    assert figure_statistics([1.0])["ci95"] is None
+
+
+def test_a_multi_seed_run_writes_the_summary_the_tables_and_the_plots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def fake_comparison(config: BenchmarkConfig, out: Path) -> BenchmarkResults:
+        ran.append(config.seed)
+        modes = {
+            name: replace(result, linear_probe_accuracy=0.7 + 0.01 * config.seed)
+            for name, result in hand_made_modes().items()
+        }
+        return BenchmarkResults(
+            config=config,
+            machine={},
+            modes=modes,
+            comparisons=compare_modes(modes),
+            random_init=ReferenceAccuracy(0.5, 0.4, 1.0),
+        )
+
+    monkeypatch.setattr(runner, "run_comparison", fake_comparison)
+    assert runner.run_seeds(preset_config("vit", "smoke"), (3, 4, 5), tmp_path) == 0
+    assert ran == [3, 4, 5]
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["schema"] == "layerfed-benchmark-seeds/1" and document["seeds"] == [3, 4, 5]
+    assert document["summary"]["modes"]["e2e"]["linear_probe_accuracy"]["values"] == [0.73, 0.74, 0.75]
+    assert "seed" not in document["config"]
+    assert "| e2e | 74.0 ± 2.5 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "accuracy_vs_bytes.png").stat().st_size > 0
+    assert (tmp_path / "memory_per_stage.png").stat().st_size > 0

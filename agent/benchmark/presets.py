@@ -19,6 +19,17 @@ activations, which lw keeps for one stage and e2e for all, dominate training mem
 its four stages; its first, full-resolution stage holds most of the activations and a quarter of the
 FLOPs, so lw saves less there by construction.
 
+``paper12`` is the LW-FedSSL paper's shape (issue 13): a 12-block ViT, one block per stage, 10 clients.
+ViT-Tiny is 192 wide; this one is 128 wide with 2 heads (ViT-Tiny's head width, 64), since a block's
+cost grows with the square of the width and 192 would not fit three modes in 90 minutes here. Sized
+from step times measured with one torch thread (batch 128, milliseconds per image and epoch: e2e 10.8,
+lw 1.6 at stage 1 to 4.7 at stage 12) and from a reduced run (1 round per stage, 3000 images, lw and
+e2e: 298 s and 965 s of training and 91 s and 165 s of evaluation on the shared machine at load 4-5,
+about 2.5x slower than those step times): 12 stages x 2 rounds over 6000 images is four times that
+run's training, about 55 minutes for lw + prog + e2e on an idle machine and about two hours at that
+load. The batch is 128, not 256, so that each of 10 clients (600 images) still takes 5 optimizer steps
+per epoch. ``--blocks-per-stage 2`` gives the paper's 6-stage variant of the same encoder.
+
 ``robustness`` is the unit of ``layerfed bench --robustness``, which runs it once per (aggregation rule,
 attack, scenario): a 3-stage ResNet (widths 16-64) trained layer-wise, 3 stages x 2 rounds, 600 images
 per client, so that one cell takes about a minute here and training still lifts the linear probe some
@@ -35,11 +46,12 @@ from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND
+from agent.learning.compression import NO_COMPRESSION, CompressionConfig
 from agent.learning.modes import TrainingMode
 from agent.learning.privacy.config import NO_PRIVACY, PrivacyConfig
 from models.spec import ARCHITECTURES, Architecture, EncoderSpec
 
-PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "robustness")
+PRESET_NAMES: tuple[str, ...] = ("smoke", "paper", "paper12", "robustness")
 DATASET_NAME = "fashion-mnist"
 
 
@@ -72,8 +84,12 @@ class BenchmarkConfig:
     attackers: int = 0
     attack_scale: float | None = None
     privacy: PrivacyConfig = NO_PRIVACY
+    compression: CompressionConfig = NO_COMPRESSION
+    participation: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.participation <= 1:
+            raise ConfigurationError(f"participation must be in (0, 1], not {self.participation}")
         for name in ("clients", "rounds_per_stage", "local_epochs", "probe_limit"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -111,6 +127,7 @@ class BenchmarkConfig:
         values["backends"] = list(self.backends)
         values["aggregation"] = self.aggregation.to_dict()
         values["privacy"] = self.privacy.to_dict()
+        values["compression"] = self.compression.to_dict()
         return values
 
     @classmethod
@@ -126,6 +143,8 @@ class BenchmarkConfig:
         converted["privacy"] = (
             PrivacyConfig.from_dict(values["privacy"]) if "privacy" in values else NO_PRIVACY
         )
+        # results written before compression and partial participation: float32 deltas, everyone
+        converted["compression"] = CompressionConfig.from_dict(values.get("compression", {}))
         return cls(**converted)
 
 
@@ -176,6 +195,28 @@ def _paper(model: Architecture) -> BenchmarkConfig:
     )
 
 
+def _paper12(model: Architecture) -> BenchmarkConfig:
+    if model != "vit":
+        raise ConfigurationError("preset paper12 is a 12-block ViT: use --model vit")
+    spec = EncoderSpec(
+        architecture="vit", stages=12, depth=12, embed_dim=128, attention_heads=2, patch_size=7
+    )
+    # preset data, spelled out like the other presets so each reads on its own
+    return BenchmarkConfig(
+        model=model,
+        preset="paper12",
+        spec=spec,
+        clients=10,
+        rounds_per_stage=2,
+        local_epochs=1,
+        batch_size=128,
+        train_limit=6000,
+        probe_limit=2000,
+        test_limit=2000,
+        threads=1,
+    )
+
+
 def _robustness(model: Architecture) -> BenchmarkConfig:
     if model == "vit":
         spec = EncoderSpec(
@@ -208,9 +249,21 @@ def preset_config(model: str, preset: str) -> BenchmarkConfig:
         return _smoke(architecture)
     if preset == "paper":
         return _paper(architecture)
+    if preset == "paper12":
+        return _paper12(architecture)
     if preset == "robustness":
         return _robustness(architecture)
     raise ConfigurationError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+
+
+def with_blocks_per_stage(config: BenchmarkConfig, blocks: int) -> BenchmarkConfig:
+    """``config`` with its ViT's blocks grouped ``blocks`` to a stage (stages = depth / blocks)."""
+    spec = config.spec
+    if spec.architecture != "vit":
+        raise ConfigurationError("--blocks-per-stage groups ViT blocks; a ResNet stage is one block")
+    if blocks < 1 or spec.depth % blocks != 0:
+        raise ConfigurationError(f"cannot group {spec.depth} blocks {blocks} to a stage")
+    return replace(config, spec=replace(spec, stages=spec.depth // blocks))
 
 
 def with_overrides(config: BenchmarkConfig, **overrides: Any) -> BenchmarkConfig:

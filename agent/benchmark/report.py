@@ -201,7 +201,8 @@ def render_markdown(results: BenchmarkResults) -> str:
         f"{config.clients} clients ({partition}), {config.spec.stages} stages x {config.rounds_per_stage} "
         f"rounds, {config.local_epochs} local epoch(s), batch {config.batch_size}, seed {config.seed}; "
         f"{config.dataset}: {config.train_limit or 'all'} training images, probe on {config.probe_limit}, "
-        f"test on {config.test_limit or 'all'}.",
+        f"test on {config.test_limit or 'all'}. Updates: {config.compression.describe()}; "
+        f"{config.participation:.0%} of the clients train each round.",
         f"Training backends: {', '.join(config.backends)}. "
         f"Machine: {machine.get('cpu_count')} CPUs, torch {machine.get('torch_version')} with "
         f"{machine.get('torch_threads')} thread(s); memory measured with the {machine.get('memory_method')} "

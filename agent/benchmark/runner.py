@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -25,15 +26,25 @@ from tqdm import tqdm
 
 from agent.benchmark import robustness
 from agent.benchmark.attacks import ATTACK_NAMES
-from agent.benchmark.plots import write_plots
-from agent.benchmark.presets import PRESET_NAMES, BenchmarkConfig, preset_config, with_overrides
+from agent.benchmark.plots import write_plots, write_seed_plots
+from agent.benchmark.presets import (
+    PRESET_NAMES,
+    BenchmarkConfig,
+    preset_config,
+    with_blocks_per_stage,
+    with_overrides,
+)
 from agent.benchmark.report import compare_backends, compare_modes, render_markdown
 from agent.benchmark.results import BenchmarkResults, ModeResult, ReferenceAccuracy
+from agent.benchmark.seeds import SCHEMA as SEEDS_SCHEMA
+from agent.benchmark.seeds import render_markdown as render_seed_markdown
+from agent.benchmark.seeds import seed_figures, summarise
 from agent.benchmark.worker import CENTRALISED_JOB, RANDOM_INIT_JOB
 from agent.data.fashion_mnist import DEFAULT_FASHION_MNIST_DIRECTORY
 from agent.errors import BackendUnavailableError, ConfigurationError, LayerfedError, WorkerFailedError
 from agent.learning.aggregation.arguments import add_aggregation_arguments, aggregation_from_arguments
 from agent.learning.backends import BACKEND_NAMES, DEFAULT_BACKEND, unavailable_reason
+from agent.learning.compression import METHOD_NAMES, CompressionConfig
 from agent.learning.privacy.accountant import privacy_spent
 from agent.learning.privacy.arguments import add_privacy_arguments, privacy_from_arguments
 from models.spec import ARCHITECTURES
@@ -75,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_aggregation_arguments(parser)
     add_privacy_arguments(parser)
+    add_paper_arguments(parser)
     attacks = parser.add_argument_group("attacks (a measurement tool: never part of an agent)")
     attacks.add_argument("--attack", choices=ATTACK_NAMES, help="what the attackers send")
     attacks.add_argument("--attackers", type=int, help="how many of the clients attack (the last ones)")
@@ -100,17 +112,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     attacks.add_argument("--parallel", type=int, default=1, help="robustness grid: worker processes at once")
 
 
+def add_paper_arguments(parser: argparse.ArgumentParser) -> None:
+    """The paper's settings (issue 13): seeds, blocks per stage, partitions, participation, compression."""
+    paper = parser.add_argument_group("the LW-FedSSL paper's settings")
+    paper.add_argument(
+        "--seeds",
+        help="comma-separated seeds: the whole comparison once per seed (DIR/seed-S/), then the mean, "
+        "standard deviation and 95%% interval of every figure (overrides --seed)",
+    )
+    paper.add_argument(
+        "--blocks-per-stage", type=int, help="ViT blocks trained together per stage (stages = depth / B)"
+    )
+    paper.add_argument(
+        "--partition", choices=("iid", "dirichlet"), help="how the training images are split across clients"
+    )
+    paper.add_argument("--alpha", type=float, help="Dirichlet concentration for --partition dirichlet")
+    paper.add_argument(
+        "--participation",
+        type=float,
+        help="fraction of the clients that train each round, sampled as an agent would (default 1)",
+    )
+    paper.add_argument(
+        "--compression", choices=METHOD_NAMES, help="how every client compresses its update (default none)"
+    )
+    paper.add_argument(
+        "--topk-fraction", type=float, help="top-k: fraction of each tensor's entries sent (default 0.01)"
+    )
+    paper.add_argument(
+        "--no-error-feedback", action="store_true", help="top-k without keeping what was not sent"
+    )
+
+
+def partition_alpha(args: argparse.Namespace) -> float | None:
+    """The Dirichlet alpha the options ask for, or None (IID, or the preset's split)."""
+    if args.partition is None:
+        if args.alpha is not None:
+            raise ConfigurationError("--alpha needs --partition dirichlet")
+        return args.dirichlet_alpha  # type: ignore[no-any-return]
+    if args.partition == "iid":
+        if args.alpha is not None or args.dirichlet_alpha is not None:
+            raise ConfigurationError("--partition iid takes no alpha")
+        return None
+    alpha = args.alpha if args.alpha is not None else args.dirichlet_alpha
+    if alpha is None:
+        raise ConfigurationError("--partition dirichlet needs --alpha")
+    return alpha  # type: ignore[no-any-return]
+
+
+def compression_from_arguments(args: argparse.Namespace) -> CompressionConfig | None:
+    if args.compression is None:
+        if args.topk_fraction is not None or args.no_error_feedback:
+            raise ConfigurationError("--topk-fraction and --no-error-feedback need --compression topk")
+        return None
+    values: dict[str, object] = {"method": args.compression}
+    if args.topk_fraction is not None:
+        values["topk_fraction"] = args.topk_fraction
+    if args.no_error_feedback:
+        values["error_feedback"] = False
+    return CompressionConfig.from_dict(values)
+
+
 def split_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def config_from_arguments(args: argparse.Namespace) -> BenchmarkConfig:
     base = preset_config(args.model, args.preset)
+    if args.blocks_per_stage is not None:
+        base = with_blocks_per_stage(base, args.blocks_per_stage)
+    alpha = partition_alpha(args)
+    if args.partition == "iid":
+        base = replace(base, dirichlet_alpha=None)
     return with_overrides(
         base,
         data_path=args.data,
         clients=args.clients,
-        dirichlet_alpha=args.dirichlet_alpha,
+        dirichlet_alpha=alpha,
+        participation=args.participation,
+        compression=compression_from_arguments(args),
         modes=split_list(args.modes),
         backends=split_list(args.backends),
         rounds_per_stage=args.rounds_per_stage,
@@ -201,12 +280,60 @@ def check_backends(backends: Sequence[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run every job, write the outputs, print the summary; 0 on success (errors raise LayerfedError)."""
+    """Run every job (once per seed with ``--seeds``), write the outputs, print the summary; 0 on success
+    (errors raise LayerfedError)."""
     config = config_from_arguments(args)
     check_backends(config.backends)
     out: Path = args.out or Path("runs") / f"bench-{config.model}-{config.preset}"
     if args.robustness:
         return run_robustness(args, config, out)
+    if args.seeds is None:
+        print(render_markdown(run_comparison(config, out)))
+        return 0
+    return run_seeds(config, parse_seeds(args.seeds), out)
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(item) for item in split_list(text))
+    except ValueError as exc:
+        raise ConfigurationError(f"--seeds takes comma-separated integers, not {text!r}") from exc
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigurationError(f"--seeds needs distinct non-negative seeds, not {text!r}")
+    return seeds
+
+
+def run_seeds(config: BenchmarkConfig, seeds: Sequence[int], out: Path) -> int:
+    """The comparison once per seed into ``out/seed-S``, then mean, deviation and 95 % interval of every
+    figure in ``out/results.json``, ``out/results.md`` and the plots (:mod:`agent.benchmark.seeds`)."""
+    started = time.perf_counter()
+    per_seed = []
+    for seed in seeds:
+        results = run_comparison(replace(config, seed=seed), out / f"seed-{seed}")
+        per_seed.append(seed_figures(results.to_dict()))
+    summary = summarise(per_seed)
+    title = f"{config.model}, preset {config.preset}"
+    document = {
+        "schema": SEEDS_SCHEMA,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": list(sys.argv),
+        "seeds": list(seeds),
+        "config": {key: value for key, value in config.to_dict().items() if key != "seed"},
+        "seed_directories": [f"seed-{seed}" for seed in seeds],
+        "wall_seconds": time.perf_counter() - started,
+        "summary": summary,
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = render_seed_markdown(summary, seeds, f"layerfed benchmark: {title}")
+    (out / "results.md").write_text(markdown)
+    plots = write_seed_plots(summary, out, title)
+    print(markdown)
+    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
+    return 0
+
+
+def run_comparison(config: BenchmarkConfig, out: Path) -> BenchmarkResults:
+    """Every job of one seed into ``out``: results.json, results.md and the plots."""
     jobs_directory = out / "jobs"
     jobs_directory.mkdir(parents=True, exist_ok=True)
     config_path = out / "config.json"
@@ -243,12 +370,10 @@ def run(args: argparse.Namespace) -> int:
         privacy=privacy_summary(config),
     )
     (out / "results.json").write_text(json.dumps(results.to_dict(), indent=2) + "\n")
-    markdown = render_markdown(results)
-    (out / "results.md").write_text(markdown)
+    (out / "results.md").write_text(render_markdown(results))
     plots = write_plots(results, out)
-    print(markdown)
     print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {', '.join(path.name for path in plots)}")
-    return 0
+    return results
 
 
 def run_robustness(args: argparse.Namespace, config: BenchmarkConfig, out: Path) -> int:

@@ -216,6 +216,7 @@ def train_mode(
         learning_rate=config.learning_rate,
         aggregation=config.aggregation,
         privacy=config.privacy,
+        compression=config.compression,
     )
     adversary = (
         Attack(
@@ -237,6 +238,7 @@ def train_mode(
         training,
         schedule,
         client_images,
+        participation=config.participation,
         on_client_start=tracker.on_client_start,
         backend=timer,
         adversary=adversary,

@@ -33,6 +33,7 @@ import torch
 
 from agent import content_id
 from agent.engine.checkpoint import CheckpointFile
+from agent.engine.error_feedback_file import ErrorFeedbackFile
 from agent.engine.federation import Federation
 from agent.engine.inbox import Inbox, ParticipantRegistry
 from agent.engine.privacy_noise import noise_seed
@@ -132,6 +133,7 @@ class RoundEngine:
         self.options = options or EngineOptions()
         self.statistics = statistics or EngineStatistics()
         self.checkpoints = CheckpointFile(state_directory)
+        self.error_feedback = ErrorFeedbackFile(state_directory)
         self.training = ResumableTraining(state_directory, self.options.training_checkpoint_seconds, backend)
         self.round_state: RoundState | None = None  # the latest state read from the chain (for status)
         self.activity = "starting"  # starting, training, merging or waiting (for status)
@@ -280,7 +282,7 @@ class RoundEngine:
             self.statistics.add("updates_trained", 1)
             update = capped_claim(result.update, self.federation.config.aggregation.maximum_samples)
             update = self._private(update, state.number, state.stage, base_cid)
-            payload = update.to_bytes()
+            payload = self.error_feedback.compress(state.number, update, self.federation.config.compression)
             with self.statistics.measure("pin"):
                 cid = self.store.put(payload)
             self.statistics.add("bytes_uploaded", len(payload))

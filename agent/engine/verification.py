@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from agent import content_id
 from agent.engine.federation import Federation
 from agent.errors import ContentMismatchError, NetworkError, UpdateRejectedError
+from agent.learning.compression import decompress_update
 from agent.learning.merging import MergeOutcome, merge_round
 from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
@@ -53,9 +54,13 @@ def base_model_of(ledger: Ledger, round_number: int, genesis_cid: str) -> str:
 def validated_update(
     payload: bytes, samples_on_chain: int, base: ModelState, federation: Federation, stage: int
 ) -> ModelUpdate:
-    """The update in ``payload`` if it is one an honest elector merges; UpdateRejectedError if not."""
-    update = ModelUpdate.from_bytes(payload)
+    """The update in ``payload`` if it is one an honest elector merges; UpdateRejectedError if not.
+
+    ``payload`` is compressed as the recipe says; decoding takes shapes from ``base`` and is the same bytes
+    on every peer (agent.learning.compression).
+    """
     config = federation.config
+    update = decompress_update(payload, config.compression, base)
     validate_update(update, base, config.mode, stage, config.spec.stages, config.aggregation.maximum_samples)
     if update.samples != samples_on_chain:
         raise UpdateRejectedError(f"update claims {update.samples} samples, the chain {samples_on_chain}")

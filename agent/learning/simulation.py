@@ -14,7 +14,7 @@ the same merge, as everyone else's.
 
 from __future__ import annotations
 
-import random
+import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -25,8 +25,10 @@ import torch
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.contribution import Decision
 from agent.learning.backends import TrainingBackend
+from agent.learning.compression import compress_update, decompress_update
 from agent.learning.merging import merge_round
 from agent.learning.model_state import ModelState, extract_state
+from agent.learning.participation import sample_participants
 from agent.learning.privacy.mechanism import privatize
 from agent.learning.training import ClientResult, TrainingConfig, train_client
 from models.seeding import derive_seed
@@ -89,12 +91,19 @@ def initial_state(config: TrainingConfig) -> ModelState:
     return extract_state(StagedModel(config.spec, config.federation_seed))
 
 
-def choose_participants(clients: int, fraction: float, seed: int) -> tuple[int, ...]:
-    """A seeded sample of ``max(1, round(fraction * clients))`` client indices, sorted."""
-    if not 0 < fraction <= 1:
-        raise ConfigurationError(f"participation fraction must be in (0, 1], not {fraction}")
-    count = max(1, round(fraction * clients))
-    return tuple(sorted(random.Random(seed).sample(range(clients), count)))
+def participation_randomness(federation_seed: int) -> bytes:
+    """What stands in for the chain's randomness in a simulation: 32 bytes derived from the seed."""
+    return hashlib.sha256(f"layerfed-simulation/{federation_seed}".encode()).digest()
+
+
+def choose_participants(
+    clients: int, fraction: float, federation_seed: int, round_index: int
+) -> tuple[int, ...]:
+    """The clients due in ``round_index``: :func:`sample_participants` over the clients' labels, exactly
+    the sampler an agent runs over the members' addresses, with the seed's stand-in randomness."""
+    labels = [client_label(client) for client in range(clients)]
+    chosen = sample_participants(labels, fraction, participation_randomness(federation_seed), round_index)
+    return tuple(sorted(int(label.removeprefix("client-")) for label in chosen))
 
 
 def simulate(
@@ -119,12 +128,11 @@ def simulate(
     if schedule.stages != config.spec.stages:
         raise ConfigurationError(f"schedule has {schedule.stages} stages, the model {config.spec.stages}")
     current: ModelState = dict(state) if state is not None else initial_state(config)
+    residuals: dict[int, ModelState] = {}  # each client's error-feedback residual, as its device keeps it
     for round_index in range(schedule.total_rounds):
         stage = schedule.stage_of(round_index)
         participants = choose_participants(
-            len(client_images),
-            participation,
-            derive_seed(config.federation_seed, "participants", round_index),
+            len(client_images), participation, config.federation_seed, round_index
         )
         results = []
         for client in participants:
@@ -140,18 +148,23 @@ def simulate(
             results.append(result)
         if adversary is not None:
             results = adversary.tamper(round_index, participants, results)
+        payloads = []
+        for client, result in zip(participants, results, strict=True):
+            compressed = compress_update(result.update, config.compression, residuals.get(client))
+            residuals[client] = compressed.residual
+            payloads.append(compressed.payload)
         started = time.perf_counter()
         outcome = merge_round(
             current,
             [
-                (client_label(client), result.update)
-                for client, result in zip(participants, results, strict=True)
+                (client_label(client), decompress_update(payload, config.compression, current))
+                for client, payload in zip(participants, payloads, strict=True)
             ],
             config.aggregation,
         )
         merge_seconds = time.perf_counter() - started
         current = outcome.state
-        sizes = [result.metrics.update_bytes for result in results]
+        sizes = [len(payload) for payload in payloads]
         yield RoundRecord(
             round_index=round_index,
             stage=stage,

@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from agent.errors import ConfigurationError
 from agent.learning.aggregation.config import DEFAULT_AGGREGATION, LEGACY_FEDAVG, AggregationConfig
+from agent.learning.compression.config import NO_COMPRESSION, CompressionConfig
 from agent.learning.local_epochs import LocalTraining, resume_point, run_local_epochs
 from agent.learning.model_state import extract_state, load_state
 from agent.learning.modes import TrainingMode, exchanged_prefixes, head_stage, is_exchanged, trained_stages
@@ -49,6 +50,7 @@ class TrainingConfig:
     minimum_crop_scale: float = 0.2
     aggregation: AggregationConfig = DEFAULT_AGGREGATION
     privacy: PrivacyConfig = NO_PRIVACY
+    compression: CompressionConfig = NO_COMPRESSION
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -74,6 +76,10 @@ class TrainingConfig:
             del values["privacy"]
         else:
             values["privacy"] = self.privacy.to_dict()
+        if self.compression == NO_COMPRESSION:  # recipes from before compression: same digest as then
+            del values["compression"]
+        else:
+            values["compression"] = self.compression.to_dict()
         return values
 
     @classmethod
@@ -94,6 +100,11 @@ class TrainingConfig:
             )
             converted["privacy"] = (
                 PrivacyConfig.from_dict(values["privacy"]) if "privacy" in values else NO_PRIVACY
+            )
+            converted["compression"] = (
+                CompressionConfig.from_dict(values["compression"])
+                if "compression" in values
+                else NO_COMPRESSION
             )
             return cls(**converted)
         except (KeyError, TypeError) as exc:

@@ -46,13 +46,16 @@ class ModelUpdate:
             raise UpdateRejectedError(
                 f"update format is {metadata.get('format')!r}, expected {UPDATE_FORMAT}"
             )
-        try:
-            mode = TrainingMode(metadata["mode"])
-            stage = int(metadata["stage"])
-            samples = int(metadata["samples"])
-        except (KeyError, ValueError) as exc:
-            raise UpdateRejectedError(f"update metadata is malformed: {exc}") from exc
+        mode, stage, samples = read_header(metadata)
         return cls(mode=mode, stage=stage, samples=samples, deltas=tensors)
+
+
+def read_header(metadata: Mapping[str, str]) -> tuple[TrainingMode, int, int]:
+    """Mode, stage and claimed samples of a payload's metadata (plain or compressed update)."""
+    try:
+        return TrainingMode(metadata["mode"]), int(metadata["stage"]), int(metadata["samples"])
+    except (KeyError, ValueError) as exc:
+        raise UpdateRejectedError(f"update metadata is malformed: {exc}") from exc
 
 
 def capped_claim(update: ModelUpdate, maximum_samples: int) -> ModelUpdate:
