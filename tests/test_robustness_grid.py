@@ -171,8 +171,9 @@ def test_the_smoke_grid_with_one_attacker_breaks_fedavg_and_not_the_default_rule
     cells = {(cell["aggregator"], cell["attack"]): cell for cell in document["cells"]}
     assert len(cells) == 4
     random_init = document["random_init"]["linear_probe_accuracy"]
-    # x50 from one of three clients: FedAvg's model is destroyed (chance is 10%) ...
-    assert cells["fedavg", "scale"]["linear_probe_accuracy"] < 0.2
+    # x50 from one of three clients: FedAvg's model ends below an untrained encoder (measured: 55.0% against
+    # 61.7%; before merges clamped BatchNorm variances at zero its features were NaN, at chance) ...
+    assert cells["fedavg", "scale"]["linear_probe_accuracy"] < random_init - 0.05
     # ... while the default rule clips the attacker every round and keeps a working encoder.
     defended = cells["trimmed_mean+norm_bound", "scale"]
     assert defended["linear_probe_accuracy"] > random_init - 0.05
