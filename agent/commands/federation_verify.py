@@ -94,7 +94,7 @@ def verify_federation_round(
         if store_directory is not None:
             store = LocalContentStore(store_directory)
         else:
-            store = IpfsContentStore(ipfs_address or "/ip4/127.0.0.1/tcp/5001/http")
+            store = IpfsContentStore(ipfs_address) if ipfs_address else IpfsContentStore()
     ledger = EthereumLedger.connect(chain_url, contract, create_account())
     return verify_ledger_round(ledger, store, round_number)
 

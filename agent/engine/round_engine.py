@@ -354,8 +354,11 @@ class RoundEngine:
         if round_number not in self._committees:
             self._committees = {round_number: self.ledger.committee(round_number)}
         committee = self._committees[round_number]
+        return not committee or self._is_member(committee)
+
+    def _is_member(self, committee: tuple[str, ...]) -> bool:
         me = self.identity.address.lower()
-        return not committee or any(member.lower() == me for member in committee)
+        return any(member.lower() == me for member in committee)
 
     def _stand_aside(self, state: RoundState) -> None:
         """A round this peer was not drawn to merge: it owes no attestation (counted, and with ``verify``
@@ -373,11 +376,9 @@ class RoundEngine:
         first, self._reviewed_through = self._reviewed_through + 1, current_round - 1
         if self.federation.settings.committee_size == 0:
             return
-        me = self.identity.address.lower()
         for number in range(first, current_round):
             committee = self.ledger.committee(number)
-            submitted = any(s.participant.lower() == me for s in self.ledger.submissions(number))
-            if not committee or not submitted or any(member.lower() == me for member in committee):
+            if not committee or not self._has_submitted(number) or self._is_member(committee):
                 continue
             self.statistics.add("rounds_outside_committee", 1)
             canonical = self.ledger.canonical_model(number)
