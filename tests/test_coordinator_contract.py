@@ -1038,6 +1038,7 @@ def assert_committee_gas(chain: TestChain, submitters: int, size: int) -> None:
             for peer in members[:majority]:
                 peer.attest_model(1, cid_of("merged"))
             record("attestModel (member)", members[0])
+            record("attestModel (member, a model attested already)", members[1])
             record("attestModel (finalizing a committee round)", members[majority - 1])
         else:  # every member a model of its own: fails once no model can reach a majority
             for index, peer in enumerate(members):
