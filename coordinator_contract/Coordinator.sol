@@ -15,8 +15,9 @@ pragma solidity ^0.8.28;
 /// a majority vote of the members), a cap on the samples an update may claim, one update per CID and round, and
 /// a per-participant record of every round it submitted to, whose strikes suspend it for a number of rounds.
 /// Version 3 adds merge committees: in a round with more than `committeeThreshold` submissions, only
-/// `committeeSize` submitters drawn when submission closes merge and attest, and a strict majority of that
-/// committee finalizes the round (see README.md, "Committees").
+/// `committeeSize` submitters, drawn (`drawCommittee`, by anyone) from the hash of the block that closed
+/// submission, merge and attest, and a strict majority of that committee finalizes the round (see README.md,
+/// "Committees").
 contract Coordinator {
     /// @notice How the federation trains the encoder: layer-wise, progressive, or end to end.
     enum TrainingMode {
@@ -120,7 +121,9 @@ contract Coordinator {
 
     /// @dev Packed into one slot, so that a submission or an attestation rewrites a single word.
     /// `attestationExpired`: the round failed at its attestation deadline (its silent submitters withheld).
-    /// `committeeSize`: 0 when every submitter merges and attests, else the size of the round's committee.
+    /// `anchorBlock`: 0 when every submitter merges and attests, else the block that closed submission, from
+    /// whose hash the round's committee (of `committeeSize`) is drawn. Kept in the same word, so that the
+    /// submission closing a committee round writes no other slot (a uint40 outlasts any chain's block count).
     struct Round {
         uint64 deadline;
         uint32 stage;
@@ -130,7 +133,7 @@ contract Coordinator {
         Phase phase;
         uint8 canonicalCodec;
         bool attestationExpired;
-        uint32 committeeSize;
+        uint40 anchorBlock;
         bytes32 canonicalDigest;
     }
 
@@ -156,12 +159,6 @@ contract Coordinator {
         uint24 attestedOther;
         uint24 notAttested;
         uint24 withheld;
-    }
-
-    /// @dev A committee round's draw: the block that closed its submissions, and the seed once drawn.
-    struct CommitteeDraw {
-        uint64 anchorBlock;
-        bytes32 seed;
     }
 
     /// @dev One slot per update, keyed by its digest: the same key refuses a CID submitted twice in a round.
@@ -207,7 +204,7 @@ contract Coordinator {
     mapping(uint256 round => mapping(bytes32 model => uint32 votes)) private _votes;
     mapping(address candidate => uint32 votes) private _admissionVotes;
     mapping(address candidate => mapping(address voter => bool)) private _admissionVoted;
-    mapping(uint256 round => CommitteeDraw) private _draws;
+    mapping(uint256 round => bytes32 seed) private _committeeSeeds; // zero until the committee is drawn
     mapping(uint256 round => mapping(address account => bool)) private _committee;
 
     /// @notice An account joined the federation.
@@ -255,7 +252,8 @@ contract Coordinator {
     /// @param attestationDeadline When the attestation phase expires (unix seconds).
     event SubmissionClosed(uint256 indexed round, uint32 submissions, bool quorumReached, uint64 attestationDeadline);
 
-    /// @notice A round's merge committee was drawn (by its first attestation, or by the call that fails it).
+    /// @notice A round's merge committee was drawn (by `drawCommittee`, or by the `closeExpiredRound` that
+    /// fails a round nobody drew).
     /// Anyone can check the draw: `seed` is keccak256(blockhash(seedBlock), round, federationSeed), where
     /// `seedBlock` is the block that closed the round's submissions (or, when the draw came more than 256
     /// blocks later, the latest block 256*m after it), and `members` are the submitters at the positions
@@ -339,10 +337,19 @@ contract Coordinator {
     /// @param committeeSize The size given.
     error CoordinatorInvalidCommittee(uint32 committeeThreshold, uint32 committeeSize);
 
-    /// @notice The committee is drawn from the hash of the block that closed submission, so not in that block.
+    /// @notice Only a round in attestation with a committee has one to draw, and only after the block that
+    /// closed its submissions, from whose hash it is drawn.
     /// @param round The round.
-    /// @param anchorBlock The block that closed its submissions.
+    /// @param anchorBlock The block that closed its submissions (0 in a round without a committee).
     error CoordinatorCommitteeNotDrawable(uint256 round, uint64 anchorBlock);
+
+    /// @notice The round's committee is drawn already (`committee` names it).
+    /// @param round The round.
+    error CoordinatorCommitteeAlreadyDrawn(uint256 round);
+
+    /// @notice In a committee round, attestations wait for the draw (`drawCommittee`, which anyone may call).
+    /// @param round The round.
+    error CoordinatorCommitteeNotDrawn(uint256 round);
 
     /// @notice In a round with a committee only its members attest.
     /// @param round The round.
@@ -591,6 +598,7 @@ contract Coordinator {
     /// @notice Attests the model the caller merged from the current round's updates. When a strict majority
     /// of the round's submitters attest the same model, it becomes the canonical model, the round is
     /// finalized and the next round opens. When no model can reach a majority any more, the round fails.
+    /// In a committee round only members attest, once the committee is drawn (`drawCommittee`).
     /// @param round The current round.
     /// @param codec The model CID's codec: raw (0x55) or dag-pb (0x70).
     /// @param digest The model CID's sha2-256 digest.
@@ -601,10 +609,11 @@ contract Coordinator {
         }
         Member storage member = _members[msg.sender];
         if (member.lastSubmittedRound != round) revert CoordinatorNotSubmitter(round, msg.sender);
-        uint32 committeeSize = current.committeeSize;
-        if (committeeSize != 0) {
-            _ensureCommittee(round);
-            if (!_committee[round][msg.sender]) revert CoordinatorNotCommitteeMember(round, msg.sender);
+        bool committeeRound = current.anchorBlock != 0;
+        if (committeeRound && !_committee[round][msg.sender]) {
+            // A member's own flag proves the draw; only a refusal reads the seed, to say why.
+            if (_committeeSeeds[round] == bytes32(0)) revert CoordinatorCommitteeNotDrawn(round);
+            revert CoordinatorNotCommitteeMember(round, msg.sender);
         }
         if (member.lastAttestedRound == round) revert CoordinatorDuplicateAttestation(round, msg.sender);
         _requireSupportedCid(codec, digest);
@@ -620,13 +629,27 @@ contract Coordinator {
         emit ModelAttested(round, msg.sender, codec, digest, votes);
 
         // The electorate: the committee when the round has one, else every submitter.
-        uint32 electorate = committeeSize != 0 ? committeeSize : current.submissionCount;
+        uint32 electorate = committeeRound ? _committeeSize : current.submissionCount;
         if (uint256(votes) * 2 > electorate) {
             _finalize(round, current, codec, digest);
         } else if (uint256(current.leadingAttestations + (electorate - attested)) * 2 <= electorate) {
             // Even if every elector still silent joined the leading model, it would not reach a majority.
             _fail(round, current, FailureReason.NoMajority);
         }
+    }
+
+    /// @notice Draws the merge committee of a round in attestation that has one; anyone may call it, once,
+    /// in a block after the one that closed the round's submissions (the draw takes that block's hash).
+    /// Stores one flag per member, so that each attestation checks membership with one read; emits
+    /// `CommitteeDrawn`. Its own call, so that no attestation pays for the draw.
+    /// @param round The round.
+    function drawCommittee(uint256 round) external {
+        Round storage stored = _existingRound(round);
+        if (_committeeSeeds[round] != bytes32(0)) revert CoordinatorCommitteeAlreadyDrawn(round);
+        if (stored.anchorBlock == 0 || stored.phase != Phase.Attestation) {
+            revert CoordinatorCommitteeNotDrawable(round, stored.anchorBlock);
+        }
+        _drawCommittee(round, stored.anchorBlock);
     }
 
     /// @notice Ends the current round's expired phase; anyone may call it once the deadline has passed.
@@ -644,8 +667,9 @@ contract Coordinator {
         } else if (current.phase == Phase.Submission) {
             _fail(round, current, FailureReason.NoSubmissions);
         } else {
-            // Drawn now if no member attested, so that the record knows who withheld.
-            if (current.committeeSize != 0) _ensureCommittee(round);
+            // Drawn now if nobody drew it, so that the record knows who withheld.
+            uint40 anchor = current.anchorBlock;
+            if (anchor != 0 && _committeeSeeds[round] == bytes32(0)) _drawCommittee(round, anchor);
             current.attestationExpired = true;
             _fail(round, current, FailureReason.NoMajority);
         }
@@ -752,7 +776,7 @@ contract Coordinator {
     }
 
     /// @notice A round's merge committee, the seed it was drawn from and the block that closed its
-    /// submissions. No members (and a zero seed) until the first attestation draws them, and never in a
+    /// submissions. No members (and a zero seed) until `drawCommittee` draws them, and never in a
     /// round where every submitter merges (`anchorBlock` 0). Before the draw, a peer computes the committee
     /// itself from `blockhash(anchorBlock)` (`agent.adapters.committee_draw`).
     /// @param round The round number.
@@ -765,11 +789,10 @@ contract Coordinator {
         returns (address[] memory members, bytes32 seed, uint64 anchorBlock)
     {
         Round storage stored = _existingRound(round);
-        CommitteeDraw storage draw = _draws[round];
-        seed = draw.seed;
-        anchorBlock = draw.anchorBlock;
+        seed = _committeeSeeds[round];
+        anchorBlock = stored.anchorBlock;
         if (seed == bytes32(0)) return (new address[](0), seed, anchorBlock);
-        uint256[] memory positions = _draw(seed, stored.submissionCount, stored.committeeSize);
+        uint256[] memory positions = _draw(seed, stored.submissionCount, _committeeSize);
         members = new address[](positions.length);
         for (uint256 index = 0; index < positions.length; ++index) {
             members[index] = _submitterAt(round, positions[index]);
@@ -926,7 +949,7 @@ contract Coordinator {
                 member.attestedOther += 1;
                 strike = true;
             }
-        } else if (done.attestationExpired && !attested && (done.committeeSize == 0 || _committee[last][account])) {
+        } else if (done.attestationExpired && !attested && (done.anchorBlock == 0 || _committee[last][account])) {
             member.withheld += 1;
             strike = true;
         }
@@ -951,25 +974,21 @@ contract Coordinator {
         uint32 submitted = current.submissionCount;
         emit SubmissionClosed(round, submitted, quorumReached, attestationDeadline);
         if (_committeeSize != 0 && submitted > _committeeThreshold) {
-            current.committeeSize = _committeeSize;
-            _draws[round].anchorBlock = uint64(block.number);
+            current.anchorBlock = uint40(block.number);
         }
     }
 
-    /// @dev Draws the round's committee, once, from the hash of the block that closed its submissions: nobody
-    /// can know it when sending the closing transaction (not even a caller of `closeExpiredRound` choosing
-    /// its moment), so nobody can re-roll the draw; only the block's producer could grind it. Stores the seed,
-    /// so that `committee` can replay the draw, and one flag per member, so that `attestModel` checks
-    /// membership with one read. A draw more than 256 blocks after the close (when `blockhash` has forgotten
-    /// the anchor) takes the latest block 256*m after the anchor instead.
-    function _ensureCommittee(uint256 round) private {
-        CommitteeDraw storage draw = _draws[round];
-        if (draw.seed != bytes32(0)) return;
-        uint64 anchor = draw.anchorBlock;
+    /// @dev Draws the round's committee (not drawn yet) from the hash of the block that closed its
+    /// submissions: nobody can know it when sending the closing transaction (not even a caller of
+    /// `closeExpiredRound` choosing its moment), so nobody can re-roll the draw; only the block's producer
+    /// could grind it. Stores the seed, so that `committee` can replay the draw, and one flag per member, so
+    /// that `attestModel` checks membership with one read. A draw more than 256 blocks after the close (when
+    /// `blockhash` has forgotten the anchor) takes the latest block 256*m after the anchor instead.
+    function _drawCommittee(uint256 round, uint40 anchor) private {
         if (block.number <= anchor) revert CoordinatorCommitteeNotDrawable(round, anchor);
         uint256 seedBlock = anchor + ((block.number - anchor - 1) / 256) * 256;
         bytes32 seed = keccak256(abi.encodePacked(blockhash(seedBlock), round, _federationSeed));
-        draw.seed = seed;
+        _committeeSeeds[round] = seed;
         uint256[] memory positions = _draw(seed, _rounds[round].submissionCount, _committeeSize);
         address[] memory members = new address[](positions.length);
         for (uint256 index = 0; index < positions.length; ++index) {
@@ -1002,7 +1021,6 @@ contract Coordinator {
     function _submitterAt(uint256 round, uint256 position) private view returns (address) {
         return _updates[round][_updateDigests[round][position]].participant;
     }
-
 
     function _finalize(uint256 round, Round storage current, uint8 codec, bytes32 digest) private {
         current.phase = Phase.Finalized;

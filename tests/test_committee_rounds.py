@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 
 from agent.engine.round_engine import EngineOptions, RoundEngine
+from agent.errors import ContractRevertError
 from agent.ports.ledger import Ledger
 from tests.in_memory_federation import InMemoryFederation
 from tests.test_round_engine_peers import ROUNDS, TINY, shard
@@ -40,6 +41,25 @@ class ForgingWhenDrawn:
             self.forged.append(round_number)
             model_cid = self._inner.latest_canonical_model()
         self._inner.attest_model(round_number, model_cid)
+
+
+class DrawnOneBlockLate:
+    """Refuses each round's first draw as a chain does whose latest block is the anchor (the twin has no
+    blocks), so that the engine must retry it."""
+
+    def __init__(self, inner: Ledger) -> None:
+        self._inner = inner
+        self.refused: set[int] = set()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def draw_committee(self, round_number: int) -> bool:
+        if round_number not in self.refused:
+            self.refused.add(round_number)
+            reason = f"CoordinatorCommitteeNotDrawable({round_number}, 7)"
+            raise ContractRevertError(f"drawCommittee: the contract refused: {reason}", reason)
+        return self._inner.draw_committee(round_number)
 
 
 def federation_of(
@@ -137,3 +157,20 @@ def test_verifying_outsiders_confirm_an_honest_committee(tmp_path: Path) -> None
     assert sum(snapshot.rounds_outside_committee for snapshot in outside) == 2 * ROUNDS
     assert all(snapshot.rounds_verified == snapshot.rounds_outside_committee for snapshot in outside)
     assert all(snapshot.verification_mismatches == 0 for snapshot in outside)
+
+
+def test_members_retry_a_draw_refused_until_the_next_block(tmp_path: Path) -> None:
+    federation = InMemoryFederation(TINY, peers=PEERS, work_directory=tmp_path, **COMMITTEE)
+    ledgers = [DrawnOneBlockLate(federation.ledger(index)) for index in range(PEERS)]
+    engines = [
+        federation.engine(index, shard(index), ledger, OPTIONS)  # type: ignore[arg-type]
+        for index, ledger in enumerate(ledgers)
+    ]
+    results = federation.run(engines)
+    assert len(results) == PEERS and len(set(results.values())) == 1
+    observer = federation.ledger(0)
+    assert len(observer.round_log()) == ROUNDS
+    for number in range(1, ROUNDS + 1):  # each member asked to draw was refused once, then drew or lost
+        committee = observer.committee(number)
+        asked = {ledger.account for ledger in ledgers if number in ledger.refused}
+        assert asked and asked <= set(committee)

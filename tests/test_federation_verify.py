@@ -70,6 +70,7 @@ def test_a_forged_committee_finalization_is_detected(
         else:
             federation = Federation.load(peers[0], store)  # what an honest member merges
             attested = verify_round(peers[0], store, federation, round_number).merged_model_cid
+        members[0].draw_committee(round_number)
         for member in members[:2]:
             member.attest_model(round_number, attested)
         assert peers[0].canonical_model(round_number) == attested  # the chain takes the majority's word

@@ -318,7 +318,9 @@ def test_a_transaction_that_reverts_once_mined_is_replayed_for_its_reason(
     """The state can change between the estimate and the block (another peer closed the round): the
     receipt then says only "failed", and the adapter replays the call to name the reason."""
     (ledger,) = deploy_federation(chain, peers=1)
-    monkeypatch.setattr(ContractFunction, "estimate_gas", lambda self, transaction=None: 60_000)
+    monkeypatch.setattr(
+        ContractFunction, "estimate_gas", lambda self, transaction=None, block_identifier=None: 60_000
+    )
     with pytest.raises(ContractRevertError) as caught:
         ledger.submit_update(1, GENESIS, 10)
     assert caught.value.reason == f"CoordinatorNotParticipant({ledger.account})"

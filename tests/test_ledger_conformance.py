@@ -218,6 +218,8 @@ def test_a_committee_finalizes_alone_and_only_its_silent_members_withhold(
     assert len(set(drawn)) == 3
     members = [next(ledger for ledger in federation.ledgers if ledger.account == member) for member in drawn]
     outsiders = [ledger for ledger in federation.ledgers if ledger.account not in drawn]
+    assert outsiders[0].draw_committee(1)  # anyone may draw
+    assert federation.ledgers[0].committee(1) == drawn
     assert refusal(lambda: outsiders[0].attest_model(1, update("m"))) == "CoordinatorNotCommitteeMember"
     members[0].attest_model(1, update("m"))
     members[1].attest_model(1, update("forged"))
@@ -235,3 +237,33 @@ def test_a_committee_finalizes_alone_and_only_its_silent_members_withhold(
     for ledger in [*members[:2], *outsiders][:3]:
         ledger.attest_model(2, update("m2"))
     assert members[0].canonical_model(2) == update("m2")
+
+
+def test_committee_members_attest_only_once_someone_drew_the_committee(
+    deploy: Callable[..., Federation],
+) -> None:
+    federation = deploy(5, quorum=5, committee_threshold=4, committee_size=3)
+    first = federation.ledgers[0]
+    for index, ledger in enumerate(federation.ledgers):
+        ledger.register()
+        if index < 4:
+            ledger.submit_update(1, update(f"update {index}"), 10)
+    assert refusal(lambda: first.draw_committee(1)) == "CoordinatorCommitteeNotDrawable"  # submission
+    federation.ledgers[4].submit_update(1, update("update 4"), 10)
+    drawn = first.committee(1)
+    members = [next(ledger for ledger in federation.ledgers if ledger.account == member) for member in drawn]
+    assert refusal(lambda: members[0].attest_model(1, update("m"))) == "CoordinatorCommitteeNotDrawn"
+    assert members[1].draw_committee(1)
+    assert not members[0].draw_committee(1)  # lost the race: harmless
+    for member in members[:2]:
+        member.attest_model(1, update("m"))
+    assert first.canonical_model(1) == update("m")
+    assert not first.draw_committee(1)  # a finalized committee round was drawn
+    assert refusal(lambda: first.draw_committee(2)) == "CoordinatorCommitteeNotDrawable"  # nothing closed
+    assert refusal(lambda: first.draw_committee(9)) == "CoordinatorUnknownRound"
+    for index, ledger in enumerate(federation.ledgers[:4]):  # round 2: 4 submissions, everyone merges
+        ledger.submit_update(2, update(f"round 2 {index}"), 10)
+    federation.advance_time(301)
+    first.close_expired_round()
+    assert first.committee(2) == ()
+    assert refusal(lambda: first.draw_committee(2)) == "CoordinatorCommitteeNotDrawable"

@@ -1,8 +1,8 @@
 """The Coordinator's committee draw, replayed off chain: who merges a round, from chain data alone.
 
 When a round with more than ``committee_threshold`` submissions closes, the contract notes the closing block
-(the anchor); the round's first attestation (or the call that fails it) draws ``committee_size`` of its
-submitters (``_ensureCommittee`` in ``coordinator_contract/Coordinator.sol``):
+(the anchor); ``drawCommittee`` (or the ``closeExpiredRound`` that fails a round nobody drew) draws
+``committee_size`` of its submitters (``_drawCommittee`` in ``coordinator_contract/Coordinator.sol``):
 
 * seed = keccak256(blockhash(seed block) ‖ round ‖ federation seed) (``abi.encodePacked``: 32, 32 and 8
   bytes), where the seed block is the anchor, or the latest block 256*m after it when the draw comes more

@@ -69,10 +69,6 @@ _SUPPORTED_CODECS = frozenset({CODEC_RAW, CODEC_DAG_PB})
 _ZERO_DIGEST = bytes(32)
 
 COORDINATOR_VERSION = 3  # the contract version this adapter's ABI describes
-# The gas limit of an attestation that draws its round's committee when it cannot be estimated (above):
-# the attestation's own writes plus, per member, two cold reads and a flag (measured: about 27k).
-_DRAW_GAS_BASE = 200_000
-_DRAW_GAS_PER_MEMBER = 40_000
 DEFAULT_FUNDING_WEI = 10**21  # 1,000 ether: thousands of rounds of gas on the embedded chain
 # ---------------------------------------------------------------------------------------------- CIDs
 
@@ -305,33 +301,39 @@ class EthereumLedger:
     def attest_model(self, round_number: int, model_cid: str) -> None:
         codec, digest = cid_to_chain(model_cid)
         _require_unsigned("round_number", round_number, 256)
-        function = cast(ContractCall, self._contract.functions.attestModel(round_number, codec, digest))
-        self._transact_drawing("attestModel", function)
+        self._transact("attestModel", self._contract.functions.attestModel(round_number, codec, digest))
 
     def close_expired_round(self) -> None:
-        self._transact_drawing(
-            "closeExpiredRound", cast(ContractCall, self._contract.functions.closeExpiredRound())
-        )
+        self._transact("closeExpiredRound", self._contract.functions.closeExpiredRound())
 
-    def _transact_drawing(self, description: str, function: ContractCall) -> None:
-        """Send a call that may draw its round's committee (an attestation, or failing the round).
+    def draw_committee(self, round_number: int) -> bool:
+        """Draw the round's committee; False, without a transaction, when another account drew it first.
 
-        The draw takes the hash of the block that closed the round's submissions, and a node estimates gas
-        in the latest block, which may be that very block, where the hash does not exist yet: the estimate
-        refuses with CoordinatorCommitteeNotDrawable although the call succeeds in the next block. Then it
-        is sent with the draw's worst case as its limit.
+        The draw takes the hash of the block that closed the round's submissions (the anchor), and a node
+        estimates gas in the latest block, which may be the anchor itself (a chain that mines on demand makes
+        no other until someone transacts). Refused there with CoordinatorCommitteeNotDrawable in a round that
+        has an anchor, the draw is estimated again in the pending block, where it will be mined. A node that
+        treats "pending" as "latest" refuses again, and the engine retries once a block has come.
         """
+        _require_unsigned("round_number", round_number, 256)
+        function = cast(ContractCall, self._contract.functions.drawCommittee(round_number))
         try:
-            self._transactor.transact(description, function)
+            try:
+                self._transactor.transact("drawCommittee", function)
+            except ContractRevertError as revert:
+                refused_early = (revert.reason or "").startswith("CoordinatorCommitteeNotDrawable")
+                if not refused_early or not self._read("committee", round_number)[2]:
+                    raise  # not too early: the round has no committee to draw
+                self._transactor.transact("drawCommittee", function, estimate_in="pending")
         except ContractRevertError as revert:
-            if not (revert.reason or "").startswith("CoordinatorCommitteeNotDrawable"):
-                raise
-            limit = _DRAW_GAS_BASE + _DRAW_GAS_PER_MEMBER * self.settings().committee_size
-            self._transactor.transact(description, function, gas_limit=limit)
+            if (revert.reason or "").startswith("CoordinatorCommitteeAlreadyDrawn"):
+                return False  # members race to draw: whoever is first, the committee is the same
+            raise
+        return True
 
     def committee(self, round_number: int) -> tuple[str, ...]:
         """The drawn committee; before the draw, the one a draw in the next block would pick (computed here
-        from the anchor block's hash, so a peer knows whether it merges before any member attested)."""
+        from the anchor block's hash, so a peer knows whether it merges before anyone drew)."""
         _require_unsigned("round_number", round_number, 256)
         members, _seed, anchor = self._read("committee", round_number)
         if members or not anchor:

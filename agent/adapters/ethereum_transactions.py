@@ -23,7 +23,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception, Web3RPCError
-from web3.types import TxParams, TxReceipt
+from web3.types import BlockIdentifier, TxParams, TxReceipt
 
 from agent.errors import ContractRevertError, LedgerError
 from agent.retry_policy import RetryPolicy
@@ -158,19 +158,19 @@ class Transactor:
             raise self._translate(description, error) from error
 
     def transact(
-        self, description: str, function: ContractCall, *, gas_limit: int | None = None
+        self, description: str, function: ContractCall, *, estimate_in: BlockIdentifier | None = None
     ) -> TxReceipt:
         """Send ``function`` as a transaction signed by the account; return its receipt once mined.
 
-        ``gas_limit``: send with this limit without estimating first, for a call that the latest block would
-        refuse but the next one accepts (a committee draw needs the hash of the block that closed the round;
-        nodes estimate in the latest block, where that hash does not exist yet).
+        ``estimate_in``: the block to estimate gas in (default: the node's, the latest block), e.g.
+        ``"pending"`` for a call that the latest block refuses but the block it will be mined in accepts.
         """
         sender = self.account.address
         with self._lock:
-            if gas_limit is None:
-                estimate = self.call(description, lambda: function.estimate_gas({"from": sender}))
-                gas_limit = estimate * 6 // 5 + _GAS_MARGIN
+            estimate = self.call(
+                description, lambda: function.estimate_gas({"from": sender}, block_identifier=estimate_in)
+            )
+            gas_limit = estimate * 6 // 5 + _GAS_MARGIN
             nonce = self.call(description, lambda: self.web3.eth.get_transaction_count(sender, "pending"))
             transaction = self.call(
                 description,

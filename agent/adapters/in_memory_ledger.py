@@ -14,10 +14,11 @@ same scenarios against this twin and against the real contract on the in-process
 drift apart.
 
 Time is the ``clock`` given (default: the wall clock, in whole seconds, as block timestamps are); a test can
-pass a manual clock to expire phases without waiting. There are no blocks: a committee is drawn when
+pass a manual clock to expire phases without waiting. There are no blocks: a committee is fixed when
 submission closes, with :mod:`agent.adapters.committee_draw`'s rule from a seed hashed from the round's
 submissions (the contract's seed is a block hash), so a test splits members from others by asking
-:meth:`InMemoryLedger.committee`.
+:meth:`InMemoryLedger.committee`; as on the contract, attestations wait until someone stored the draw
+(:meth:`InMemoryLedger.draw_committee`, or the ``close_expired_round`` that fails the round).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class _Round:
     canonical_model: str | None = None
     attestation_expired: bool = False
     committee: tuple[str, ...] = ()  # empty: every submitter merges
+    committee_drawn: bool = False  # the contract's seed is stored: members may attest
 
 
 @dataclass
@@ -202,6 +204,8 @@ class InMemoryCoordinator:
                 raise _refuse(f"CoordinatorAttestationClosed({round_number})")
             if self._member(account).record.last_submitted_round != round_number:
                 raise _refuse(f"CoordinatorNotSubmitter({round_number}, {account})")
+            if current.committee and not current.committee_drawn:
+                raise _refuse(f"CoordinatorCommitteeNotDrawn({round_number})")
             if current.committee and account not in current.committee:
                 raise _refuse(f"CoordinatorNotCommitteeMember({round_number}, {account})")
             if any(attestation.participant == account for attestation in current.attestations):
@@ -232,8 +236,20 @@ class InMemoryCoordinator:
             elif current.phase is RoundPhase.SUBMISSION:
                 self._fail(current)
             else:
+                current.committee_drawn = True  # drawn now if nobody drew it, as the contract does
                 current.attestation_expired = True
                 self._fail(current)
+
+    def draw_committee(self, round_number: int) -> None:
+        with self._lock:
+            if not 1 <= round_number <= self._current:
+                raise _refuse(f"CoordinatorUnknownRound({round_number})")
+            stored = self._rounds[round_number]
+            if stored.committee_drawn:
+                raise _refuse(f"CoordinatorCommitteeAlreadyDrawn({round_number})")
+            if not stored.committee or stored.phase is not RoundPhase.ATTESTATION:
+                raise _refuse(f"CoordinatorCommitteeNotDrawable({round_number}, 0)")
+            stored.committee_drawn = True
 
     # ------------------------------------------------------------------------------------------ views
 
@@ -451,6 +467,15 @@ class InMemoryLedger:
 
     def close_expired_round(self) -> None:
         self._transact(self.coordinator.close_expired_round)
+
+    def draw_committee(self, round_number: int) -> bool:
+        try:
+            self._transact(lambda: self.coordinator.draw_committee(round_number))
+        except ContractRevertError as revert:
+            if (revert.reason or "").startswith("CoordinatorCommitteeAlreadyDrawn"):
+                return False  # as the Ethereum adapter: another member drew first
+            raise
+        return True
 
     def committee(self, round_number: int) -> tuple[str, ...]:
         return self.coordinator.committee(round_number)

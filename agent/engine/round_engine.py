@@ -82,7 +82,13 @@ SIT_OUT_REASONS = ("CoordinatorSuspended", "CoordinatorDuplicateUpdate")
 
 NOT_DRAWN_REASONS = ("CoordinatorNotCommitteeMember",)
 
-STATE_MOVED_ON_REASONS = (*ROUND_OVER_REASONS, "CoordinatorRoundClosed", "CoordinatorRoundNotExpired")
+# Or has not moved on yet: a committee is drawn in a block after the one that closed its round.
+STATE_MOVED_ON_REASONS = (
+    *ROUND_OVER_REASONS,
+    "CoordinatorRoundClosed",
+    "CoordinatorRoundNotExpired",
+    "CoordinatorCommitteeNotDrawable",
+)
 
 
 @dataclass(frozen=True)
@@ -444,6 +450,8 @@ class RoundEngine:
                 return
             checkpoint = checkpoint.with_merged_model(model_cid)
             self.checkpoints.save(checkpoint)
+        if self._committees.get(state.number):
+            self._draw_committee(state.number)
         try:
             with self.statistics.measure("attest"):
                 self._transact(lambda: self.ledger.attest_model(state.number, checkpoint.merged_model_cid))
@@ -469,6 +477,17 @@ class RoundEngine:
                 sent_at=_now_milliseconds(),
             )
         )
+
+    def _draw_committee(self, round_number: int) -> None:
+        """Store the committee's draw unless another member did: the chain accepts no attestation before
+        it. Sent after merging, so that members rarely race (a lost race costs nothing but a gas estimate,
+        or a refused transaction when two draws share a block)."""
+        with self.statistics.measure("transaction"):
+            if not self.ledger.draw_committee(round_number):
+                return
+        logger.info("round %d: drew the committee", round_number)
+        self.statistics.add("transactions", 1)
+        self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
 
     def _report_decisions(self, round_number: int, outcome: MergeOutcome) -> None:
         """Log and count which peers' updates the aggregation rule discarded, clipped or down-weighted."""

@@ -23,9 +23,11 @@ attestation of a round that then fails at its deadline) suspend a participant fr
 rounds.
 
 Merge committees (also fixed at deployment): in a round with more than ``committee_threshold``
-submissions, only ``committee_size`` of its submitters, drawn when submission closes from randomness that
-every peer can check (:meth:`Ledger.committee`), merge and attest, and a strict majority of that committee
-finalizes the round; everyone else only downloads the canonical model. ``committee_size = 0``: every
+submissions, only ``committee_size`` of its submitters, drawn from randomness fixed when submission closes
+that every peer can check (:meth:`Ledger.committee`), merge and attest, and a strict majority of that
+committee finalizes the round; everyone else only downloads the canonical model. The draw is stored by its
+own call, :meth:`Ledger.draw_committee`, which anyone may send once (a member does before it attests: the
+ledger refuses attestations until then), so that no attestation pays for it. ``committee_size = 0``: every
 submitter merges, whatever the federation's size.
 
 Errors: :class:`agent.errors.ContractRevertError` when the ledger refuses a call, its ``reason`` naming the
@@ -264,9 +266,18 @@ class Ledger(Protocol):
         """End the current phase after its deadline (see the module's deadline rule)."""
         ...
 
+    def draw_committee(self, round_number: int) -> bool:
+        """Store the draw of the merge committee of ``round_number`` (in attestation, with a committee), so
+        that its members may attest; False, with nothing sent, when it is drawn already (members race to
+        draw, harmlessly: the committee is the same whoever draws). ContractRevertError
+        ``CoordinatorCommitteeNotDrawable`` for a round without a committee to draw, or (on a chain) one that
+        closed in the latest block, whose hash the draw takes: try again once the next block exists."""
+        ...
+
     def committee(self, round_number: int) -> tuple[str, ...]:
         """The round's merge committee (checksummed addresses, in draw order); empty while the round takes
-        submissions and in a round every submitter merges."""
+        submissions and in a round every submitter merges. Before :meth:`draw_committee` stored it, the
+        committee a draw now would pick."""
         ...
 
     def canonical_model(self, round_number: int) -> str | None:
