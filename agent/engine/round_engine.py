@@ -4,8 +4,10 @@ Each round: read the canonical model from the chain -> train this device's stage
 -> clip and noise the update if the recipe asks for differential privacy -> pin the update -> record its
 CID on the chain -> announce it -> wait until the round's submissions are closed (quorum or deadline;
 the chain is the source of truth, the bus only wakes us early and lets us prefetch) -> fetch, verify and
-validate every submitted update -> merge deterministically -> pin the model -> attest its CID -> wait for
-the majority to finalize the round -> next round.
+validate every submitted update -> merge deterministically -> attest the merged model's CID (computed here,
+as every store computes it) -> pin the model -> wait for the majority to finalize the round -> next round.
+Attesting before pinning takes the pin off the critical path: the attestations are what finalize the round,
+and a peer that downloads the canonical model retries until some member's pin makes it available.
 
 In a federation with merge committees (``FederationSettings.committee_size``), a round with more submissions
 than the threshold is merged only by the committee the chain draws when submission closes: a peer outside it
@@ -64,6 +66,10 @@ from models.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
 
+# A canonical model not in the store yet (its mergers attest before they pin) is asked for again after the
+# engine's poll interval, then twice as long each time.
+MODEL_FETCH_BACKOFF = 2.0
+
 ALREADY_DONE_REASONS = (
     "CoordinatorDuplicateSubmission",
     "CoordinatorDuplicateAttestation",
@@ -104,6 +110,15 @@ class EngineOptions:
     # Re-merge the rounds this peer was not drawn to merge, and compare with the canonical model (costs the
     # downloads the committee saves this peer; a mismatch is logged and counted, the canonical model is kept).
     verify: bool = False
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """A round's merge: the model, its file's bytes and their CID (computed, not yet stored)."""
+
+    cid: str
+    payload: bytes
+    state: ModelState
 
 
 class RoundEngine:
@@ -160,6 +175,8 @@ class RoundEngine:
         self._committees: dict[int, tuple[str, ...]] = {}
         self._expectation = (0, False)  # (round, whether a committee is expected to merge it)
         self._reviewed_through = -1  # rounds reviewed after they ended (_review_finished_rounds)
+        self._unpinned: MergedModel | None = None  # merged, maybe attested, not pinned yet
+        self._pins_checked = False  # whether the checkpoint was checked for a pin a previous run left
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -175,6 +192,7 @@ class RoundEngine:
                 self.round_state = state
                 self._note_progress(state)
                 if state.training_complete:
+                    self._pin_pending_model()  # the last round's merged model, attested before its pin
                     return self.ledger.latest_canonical_model()
                 if not self._act(state):
                     self._wait(stop)
@@ -206,6 +224,8 @@ class RoundEngine:
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
+        if self._pin_pending_model():
+            return True
         expired = state.expired or time.time() > state.deadline
         submitting = state.phase is RoundPhase.SUBMISSION and not expired  # else the submission is refused
         if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
@@ -389,9 +409,10 @@ class RoundEngine:
         """Re-merge a finalized round from its base model and compare with the canonical model."""
         base_cid = base_model_of(self.ledger, round_number, self.federation.settings.genesis_model_cid)
         stage = self.ledger.round_summary(round_number).stage
-        merged = self._merge(round_number, stage, base_cid, pin=False)
-        if merged is None:
+        merge = self._merge(round_number, stage, base_cid)
+        if merge is None:
             return
+        merged = merge.cid
         self.statistics.add("rounds_verified", 1)
         if merged == canonical:
             logger.info("round %d: verified, the canonical model is the merge of the updates", round_number)
@@ -406,9 +427,8 @@ class RoundEngine:
             round_number,
         )
 
-    def _merge(self, round_number: int, stage: int, base_cid: str, *, pin: bool) -> str | None:
-        """Fetch, validate and merge the round's updates; the merged model's CID (pinned when ``pin``), or
-        None when stopped meanwhile."""
+    def _merge(self, round_number: int, stage: int, base_cid: str) -> MergedModel | None:
+        """Fetch, validate and merge the round's updates (nothing is stored); None when stopped meanwhile."""
         base = self._model(base_cid)
         updates = [
             (submission.participant, update)
@@ -427,22 +447,19 @@ class RoundEngine:
             merged = outcome.state
         self._report_decisions(round_number, outcome)
         self.statistics.add("updates_merged", len(updates))
-        if not pin:
-            return content_id.compute(payload)
-        with self.statistics.measure("pin"):
-            model_cid = self.store.put(payload)
-        self._models[model_cid] = merged
-        return model_cid
+        return MergedModel(content_id.compute(payload), payload, merged)
 
     def _merge_and_attest(self, state: RoundState) -> None:
         base_cid = self.ledger.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         self.activity = "merging"
         if not checkpoint.merged_model_cid:
-            model_cid = self._merge(state.number, state.stage, base_cid, pin=True)
-            if model_cid is None:
+            merge = self._merge(state.number, state.stage, base_cid)
+            if merge is None:
                 return
-            checkpoint = checkpoint.with_merged_model(model_cid)
+            self._unpinned = merge  # pinned once attested (_pin_pending_model): attesting needs the CID only
+            self._models[merge.cid] = merge.state
+            checkpoint = checkpoint.with_merged_model(merge.cid)
             self.checkpoints.save(checkpoint)
         try:
             with self.statistics.measure("attest"):
@@ -469,6 +486,48 @@ class RoundEngine:
                 sent_at=_now_milliseconds(),
             )
         )
+
+    def _pin_pending_model(self) -> bool:
+        """Pin the merged model this device attested (or tried to) but has not pinned; False if none waits.
+
+        Called before any other step, so that a restart between attesting and pinning pins first. The bytes
+        are in memory unless the process restarted; then the store may hold them already (another member
+        pinned the same model), else the round is merged again (the merge is deterministic) and its CID
+        checked against the attested one.
+        """
+        if self._pins_checked and self._unpinned is None:
+            return False
+        self._pins_checked = True
+        checkpoint = self.checkpoints.load()
+        if self._unpinned is not None and self._unpinned.cid != checkpoint.merged_model_cid:
+            self._unpinned = None  # merged for a round that moved on before this device attested
+        if not checkpoint.pin_pending:
+            return False
+        cid = checkpoint.merged_model_cid
+        if self._unpinned is None and not self.store.has(cid):
+            stage = self.ledger.round_summary(checkpoint.round_number).stage
+            merge = self._merge(checkpoint.round_number, stage, checkpoint.base_model_cid)
+            if merge is None:  # stopped meanwhile: the next start tries again
+                return True
+            if merge.cid != cid:
+                logger.warning(
+                    "round %d: cannot pin the attested model %s: its bytes are gone, and merging the round "
+                    "again gave %s (an update is missing); keeping nothing of it",
+                    checkpoint.round_number,
+                    cid,
+                    merge.cid,
+                )
+                self.checkpoints.save(checkpoint.without_merged_model())
+                return True
+            self._unpinned = merge
+        with self.statistics.measure("pin"):
+            if self._unpinned is not None:
+                self.store.put(self._unpinned.payload)
+            else:
+                self.store.pin(cid)
+        self._unpinned = None
+        self.checkpoints.save(checkpoint.with_pinned_model())
+        return True
 
     def _report_decisions(self, round_number: int, outcome: MergeOutcome) -> None:
         """Log and count which peers' updates the aggregation rule discarded, clipped or down-weighted."""
@@ -534,8 +593,20 @@ class RoundEngine:
     def _model(self, cid: str) -> ModelState:
         """A canonical model by CID, from memory or the store, validated against the recipe's shapes."""
         if cid not in self._models:
-            with self.statistics.measure("fetch"):
-                payload = self.store.get(cid)
+
+            def fetch() -> bytes:
+                with self.statistics.measure("fetch"):
+                    return self.store.get(cid)
+
+            # Its mergers attest before they pin: right after finalization it may not be stored yet.
+            policy = RetryPolicy(
+                self.options.fetch_attempts,
+                min(self.options.poll_seconds, self.options.retry_seconds),
+                backoff_factor=MODEL_FETCH_BACKOFF,
+            )
+            payload = policy.call(
+                fetch, retry_on=NetworkError, stop=self._stop, description=f"fetching model {cid}"
+            )
             self.statistics.add("bytes_downloaded", len(payload))
             self._models = {cid: self.federation.validated_model(payload)}
         return self._models[cid]
