@@ -69,10 +69,12 @@ def test_each_peer_attests_the_cid_it_computed_then_pins_those_very_bytes(tmp_pa
     ]
     results = federation.run(engines)
     assert len(results) == 3 and len(set(results.values())) == 1
-    log = federation.ledger(0).round_log()
+    canonical = [entry.model_cid for entry in federation.ledger(0).round_log()]
+    for number, cid in enumerate(canonical):  # a peer that looks after two others finalized merges nothing
+        assert sum(("attest", cid) in peer_events for peer_events in events) >= 2, f"round {number + 1}"
     for peer_events in events:
         attested = [cid for kind, cid in peer_events if kind == "attest"]
-        assert attested == [entry.model_cid for entry in log]  # every round, the canonical model
+        assert set(attested) <= set(canonical)
         for cid in attested:
             # The store named the bytes with the CID attested (computed locally), after the attestation.
             assert peer_events.index(("put", cid)) > peer_events.index(("attest", cid))

@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ from agent.learning.privacy.mechanism import privatize
 from agent.learning.update import ModelUpdate, capped_claim
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
-from agent.ports.ledger import Ledger, RoundPhase, RoundState
+from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
 from agent.ports.message_bus import MessageBus
 from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
 from agent.retry_policy import RetryPolicy
@@ -110,6 +111,13 @@ class EngineOptions:
     # Re-merge the rounds this peer was not drawn to merge, and compare with the canonical model (costs the
     # downloads the committee saves this peer; a mismatch is logged and counted, the canonical model is kept).
     verify: bool = False
+    # Updates fetched and verified at once when merging (threads): a round's downloads overlap instead of
+    # queueing one behind the other. 1: one at a time.
+    fetch_workers: int = 4
+
+    def __post_init__(self) -> None:
+        if self.fetch_workers < 1:
+            raise ConfigurationError(f"fetch_workers must be at least 1, not {self.fetch_workers}")
 
 
 @dataclass(frozen=True)
@@ -161,7 +169,8 @@ class RoundEngine:
         self._models: dict[str, ModelState] = {
             self.federation.settings.genesis_model_cid: self.federation.genesis
         }
-        self._prefetched: dict[str, bytes] = {}
+        self._prefetched: dict[str, bytes] = {}  # filled by the fetch threads of a merge too
+        self._prefetched_lock = threading.Lock()
         self._last_finalized = -1
         self.retention = ContentRetention(
             ledger,
@@ -430,15 +439,21 @@ class RoundEngine:
     def _merge(self, round_number: int, stage: int, base_cid: str) -> MergedModel | None:
         """Fetch, validate and merge the round's updates (nothing is stored); None when stopped meanwhile."""
         base = self._model(base_cid)
+        submissions = unique_updates(self.ledger.submissions(round_number))
+
+        def verified(submission: Submission) -> ModelUpdate | None:
+            return self._verified_update(submission, base, round_number, stage, timer)
+
+        # Fetched and verified in parallel; the merge takes them in chain order, as if one at a time.
+        with (
+            self.statistics.overlapping() as timer,
+            ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch") as pool,
+        ):
+            results = list(pool.map(verified, submissions))
         updates = [
             (submission.participant, update)
-            for submission in unique_updates(self.ledger.submissions(round_number))
-            if (
-                update := self._verified_update(
-                    submission.update_cid, submission.samples, base, round_number, stage
-                )
-            )
-            is not None
+            for submission, update in zip(submissions, results, strict=True)
+            if update is not None
         ]
         if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
             return None
@@ -557,25 +572,38 @@ class RoundEngine:
             )
 
     def _verified_update(
-        self, cid: str, samples: int, base: ModelState, round_number: int, stage: int
+        self,
+        submission: Submission,
+        base: ModelState,
+        round_number: int,
+        stage: int,
+        timer: EngineStatistics,
     ) -> ModelUpdate | None:
-        """The update behind ``cid`` if it can be fetched and is valid; None (logged, counted) if not."""
+        """The update ``submission`` names if it can be fetched and is valid; None (logged, counted) if not.
+
+        Runs in a merge's fetch threads: ``timer`` measures its steps (EngineStatistics.overlapping).
+        """
+        cid = submission.update_cid
         try:
-            payload = self._fetch(cid)
-            with self.statistics.measure("verify"):
-                return validated_update(payload, samples, base, self.federation, stage)
+            payload = self._fetch(cid, timer)
+            with timer.measure("verify"):
+                return validated_update(payload, submission.samples, base, self.federation, stage)
         except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
             logger.warning("round %d: left out update %s: %s", round_number, cid, rejection)
             return None
 
-    def _fetch(self, cid: str) -> bytes:
-        """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit."""
-        if cid in self._prefetched:
-            return self._prefetched[cid]
+    def _fetch(self, cid: str, timer: EngineStatistics | None = None) -> bytes:
+        """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit;
+        ``timer`` measures the download (default: this engine's statistics). Safe from several threads."""
+        with self._prefetched_lock:
+            prefetched = self._prefetched.get(cid)
+        if prefetched is not None:
+            return prefetched
+        measured = timer or self.statistics
 
         def fetch() -> bytes:
-            with self.statistics.measure("fetch"):
+            with measured.measure("fetch"):
                 return self.store.get(cid)
 
         policy = RetryPolicy(self.options.fetch_attempts, self.options.retry_seconds, backoff_factor=1.0)
@@ -585,7 +613,8 @@ class RoundEngine:
                 f"{cid} is {len(payload)} bytes, above the limit {self.options.maximum_update_bytes}"
             )
         self.statistics.add("bytes_downloaded", len(payload))
-        self._prefetched[cid] = payload
+        with self._prefetched_lock:
+            self._prefetched[cid] = payload
         return payload
 
     # ------------------------------------------------------------------------------------------ models
@@ -684,7 +713,8 @@ class RoundEngine:
                 if self.on_round_finished is not None:
                     self.on_round_finished(state.finalized_rounds, self.ledger.latest_canonical_model())
             self._last_finalized = state.finalized_rounds
-            self._prefetched.clear()
+            with self._prefetched_lock:
+                self._prefetched.clear()
             self.inbox.guard.advance(state.number)
             self._collect_content(state.number)
         self.inbox.current_round = state.number
