@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 
 from agent import content_id
+from agent.engine.chain_cache import ChainCache
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.error_feedback_file import ErrorFeedbackFile
 from agent.engine.federation import Federation
@@ -61,7 +62,7 @@ from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
 from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
 from agent.ports.message_bus import MessageBus
-from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
+from agent.protocol.messages import ModelAttested, UpdateAnnounced, encode, topic_of
 from agent.retry_policy import RetryPolicy
 from models.seeding import derive_seed
 
@@ -148,7 +149,7 @@ class RoundEngine:
         backend: TrainingBackend | None = None,
     ) -> None:
         self.identity = identity
-        self.ledger = ledger
+        self.chain = ChainCache(ledger)  # reads; self.ledger is its ledger, for writes
         self.store = store
         self.bus = bus
         self.images = images
@@ -173,7 +174,7 @@ class RoundEngine:
         self._prefetched_lock = threading.Lock()
         self._last_finalized = -1
         self.retention = ContentRetention(
-            ledger,
+            self.chain,
             store,
             self.federation.settings.genesis_model_cid,
             self.options.keep_canonical_models,
@@ -186,6 +187,18 @@ class RoundEngine:
         self._reviewed_through = -1  # rounds reviewed after they ended (_review_finished_rounds)
         self._unpinned: MergedModel | None = None  # merged, maybe attested, not pinned yet
         self._pins_checked = False  # whether the checkpoint was checked for a pin a previous run left
+        self._submitted_to: set[int] = set()  # rounds the chain records this device's update for
+        # (round, {(participant, CID)}): the submissions read last to check announcements against
+        self._recorded: tuple[int, frozenset[tuple[str, str]]] = (0, frozenset())
+
+    @property
+    def ledger(self) -> Ledger:
+        """The chain this device writes to; its reads go through :attr:`chain` (agent.engine.chain_cache)."""
+        return self.chain.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.chain.ledger = ledger  # what the cache already holds is the same chain's record
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -197,12 +210,12 @@ class RoundEngine:
         self.inbox.start()
         while not stop.is_set():
             try:
-                state = self.ledger.current_round()
+                state = self.chain.current_round()
                 self.round_state = state
                 self._note_progress(state)
                 if state.training_complete:
                     self._pin_pending_model()  # the last round's merged model, attested before its pin
-                    return self.ledger.latest_canonical_model()
+                    return self.chain.latest_canonical_model()
                 if not self._act(state):
                     self._wait(stop)
             except (NetworkError, ContractRevertError) as failure:
@@ -214,7 +227,7 @@ class RoundEngine:
                     "%s: %s; retrying in %.1f s", self.identity.address, failure, self.options.retry_seconds
                 )
                 stop.wait(self.options.retry_seconds)
-        return self.ledger.latest_canonical_model()
+        return self.chain.latest_canonical_model()
 
     def _join(self) -> None:
         if self.ledger.is_participant(self.identity.address):
@@ -237,11 +250,11 @@ class RoundEngine:
             return True
         expired = state.expired or time.time() > state.deadline
         submitting = state.phase is RoundPhase.SUBMISSION and not expired  # else the submission is refused
-        if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
+        if submitting and not self._suspended(state.number) and not self._has_submitted(state.number):
             self._train_and_submit(state)
             return True
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
-            if self._merges(state.number):
+            if self._merges(state):
                 self._merge_and_attest(state)
             else:
                 self._stand_aside(state)
@@ -272,22 +285,28 @@ class RoundEngine:
         return round_number <= self._suspended_until
 
     def _wait(self, stop: threading.Event) -> None:
-        """Wait for the next message (prefetching announced updates) or the poll interval."""
+        """Wait for the next message or the poll interval; prefetch what it and those queued behind it
+        announce (attestations are informational)."""
         self.activity = "waiting"
         message = self.inbox.next(self.options.poll_seconds)
         if message is not None and not stop.is_set():
-            self._handle_message(message)
+            messages = (message, *self.inbox.drain())
+            self._prefetch([message for message in messages if isinstance(message, UpdateAnnounced)])
 
     # ---------------------------------------------------------------------------------------- training
 
     def _has_submitted(self, round_number: int) -> bool:
+        """Whether the chain records an update of this device for the round (a yes is remembered)."""
+        if round_number in self._submitted_to:
+            return True
         me = self.identity.address.lower()
-        return any(
-            submission.participant.lower() == me for submission in self.ledger.submissions(round_number)
-        )
+        if any(submission.participant.lower() == me for submission in self.chain.submissions(round_number)):
+            self._submitted_to.add(round_number)
+            return True
+        return False
 
     def _train_and_submit(self, state: RoundState) -> None:
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         if not checkpoint.update_cid:
             base = self._model(base_cid)
@@ -341,6 +360,7 @@ class RoundEngine:
                 logger.warning("round %d: the chain refused the update: %s", state.number, revert.reason)
                 self._suspended_until = max(self._suspended_until, state.number)
                 return
+        self._submitted_to.add(state.number)
         announcement = UpdateAnnounced(
             federation=self.federation_id,
             round=state.number,
@@ -377,11 +397,14 @@ class RoundEngine:
             return False
         return self._has_submitted(round_number)
 
-    def _merges(self, round_number: int) -> bool:
-        """Whether this peer merges and attests ``round_number`` (its submissions are closed): always,
-        unless the round has a committee and this peer is not on it."""
+    def _merges(self, state: RoundState) -> bool:
+        """Whether this peer merges and attests the round ``state`` describes (its submissions are closed):
+        always, unless the round has a committee and this peer is not on it."""
+        if not self.federation.settings.has_committee(state.submission_count):
+            return True  # too few submissions for a committee (or none ever): no need to ask the chain
+        round_number = state.number
         if round_number not in self._committees:
-            self._committees = {round_number: self.ledger.committee(round_number)}
+            self._committees = {round_number: self.chain.committee(round_number)}
         committee = self._committees[round_number]
         return not committee or self._is_member(committee)
 
@@ -392,7 +415,7 @@ class RoundEngine:
     def _stand_aside(self, state: RoundState) -> None:
         """A round this peer was not drawn to merge: it owes no attestation (counted, and with ``verify``
         re-merged, once the round is over: :meth:`_review_finished_rounds`)."""
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         logger.info("round %d: not drawn to merge; waiting for the committee", state.number)
         self.checkpoints.save(checkpoint.with_attestation())
@@ -406,18 +429,18 @@ class RoundEngine:
         if self.federation.settings.committee_size == 0:
             return
         for number in range(first, current_round):
-            committee = self.ledger.committee(number)
+            committee = self.chain.committee(number)
             if not committee or not self._has_submitted(number) or self._is_member(committee):
                 continue
             self.statistics.add("rounds_outside_committee", 1)
-            canonical = self.ledger.canonical_model(number)
+            canonical = self.chain.canonical_model(number)
             if self.options.verify and canonical is not None:
                 self._verify(number, canonical)
 
     def _verify(self, round_number: int, canonical: str) -> None:
         """Re-merge a finalized round from its base model and compare with the canonical model."""
-        base_cid = base_model_of(self.ledger, round_number, self.federation.settings.genesis_model_cid)
-        stage = self.ledger.round_summary(round_number).stage
+        base_cid = base_model_of(self.chain, round_number, self.federation.settings.genesis_model_cid)
+        stage = self.chain.round_summary(round_number).stage
         merge = self._merge(round_number, stage, base_cid)
         if merge is None:
             return
@@ -439,7 +462,7 @@ class RoundEngine:
     def _merge(self, round_number: int, stage: int, base_cid: str) -> MergedModel | None:
         """Fetch, validate and merge the round's updates (nothing is stored); None when stopped meanwhile."""
         base = self._model(base_cid)
-        submissions = unique_updates(self.ledger.submissions(round_number))
+        submissions = unique_updates(self.chain.submissions(round_number))
 
         def verified(submission: Submission) -> ModelUpdate | None:
             return self._verified_update(submission, base, round_number, stage, timer)
@@ -465,7 +488,7 @@ class RoundEngine:
         return MergedModel(content_id.compute(payload), payload, merged)
 
     def _merge_and_attest(self, state: RoundState) -> None:
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         self.activity = "merging"
         if not checkpoint.merged_model_cid:
@@ -520,7 +543,7 @@ class RoundEngine:
             return False
         cid = checkpoint.merged_model_cid
         if self._unpinned is None and not self.store.has(cid):
-            stage = self.ledger.round_summary(checkpoint.round_number).stage
+            stage = self.chain.round_summary(checkpoint.round_number).stage
             merge = self._merge(checkpoint.round_number, stage, checkpoint.base_model_cid)
             if merge is None:  # stopped meanwhile: the next start tries again
                 return True
@@ -560,7 +583,7 @@ class RoundEngine:
 
     def _compare_with_canonical(self, round_number: int, merged_cid: str) -> None:
         """The majority finalized the round before our attestation: check that we agree with it."""
-        canonical = self.ledger.canonical_model(round_number)
+        canonical = self.chain.canonical_model(round_number)
         if canonical == merged_cid:
             logger.info("round %d was finalized before our attestation, with our model", round_number)
         else:
@@ -642,30 +665,57 @@ class RoundEngine:
 
     # ---------------------------------------------------------------------------------------- messages
 
-    def _handle_message(self, message: Message) -> None:
-        """Prefetch an announced update once the chain confirms it; attestations are informational."""
-        if not isinstance(message, UpdateAnnounced) or message.cid in self._prefetched:
+    def _prefetch(self, announcements: list[UpdateAnnounced]) -> None:
+        """Fetch, several at once, the updates announced for the current round that the chain records
+        under their announcer. Announcements of other rounds (merged already, or not open here yet) and of
+        rounds a committee will merge are left for the merge."""
+        wanted: dict[str, UpdateAnnounced] = {}
+        for message in announcements:
+            with self._prefetched_lock:
+                known = message.cid in self._prefetched
+            if known or message.cid in wanted or message.round != self.inbox.current_round:
+                continue
+            if self._committee_expected(message.round) and not self.options.verify:
+                continue  # most peers will not merge this round: fetch only once drawn (in _merge)
+            if not self._is_recorded(message):
+                self.statistics.add("rejected_messages", 1)
+                logger.warning(
+                    "announcement of %s by %s is not recorded on chain for round %d",
+                    message.cid,
+                    message.participant,
+                    message.round,
+                )
+                continue
+            wanted[message.cid] = message
+        if not wanted:
             return
-        if self._committee_expected(message.round) and not self.options.verify:
-            return  # most peers will not merge this round: fetch only once drawn (in _merge)
-        recorded = any(
-            submission.participant.lower() == message.participant.lower()
-            and submission.update_cid == message.cid
-            for submission in self.ledger.submissions(message.round)
-        )
-        if not recorded:
-            self.statistics.add("rejected_messages", 1)
-            logger.warning(
-                "announcement of %s by %s is not recorded on chain for round %d",
-                message.cid,
-                message.participant,
-                message.round,
+
+        def prefetch(cid: str) -> None:
+            try:
+                self._fetch(cid, timer)
+            except LayerfedError as failure:
+                logger.info("prefetch of %s failed: %s (will retry when merging)", cid, failure)
+
+        workers = min(self.options.fetch_workers, len(wanted))
+        with (
+            self.statistics.overlapping() as timer,
+            ThreadPoolExecutor(workers, thread_name_prefix="prefetch") as pool,
+        ):
+            list(pool.map(prefetch, wanted))
+
+    def _is_recorded(self, message: UpdateAnnounced) -> bool:
+        """Whether the chain records ``message``'s update under its sender. A peer announces after its
+        transaction, so the submissions read for the previous announcement of the round usually have it;
+        they are read again only when they do not."""
+        claim = (message.participant.lower(), message.cid)
+        round_number, recorded = self._recorded
+        if round_number != message.round or claim not in recorded:
+            submissions = self.chain.submissions(message.round)
+            recorded = frozenset(
+                (submission.participant.lower(), submission.update_cid) for submission in submissions
             )
-            return
-        try:
-            self._fetch(message.cid)
-        except LayerfedError as failure:
-            logger.info("prefetch of %s failed: %s (will retry when merging)", message.cid, failure)
+            self._recorded = (message.round, recorded)
+        return claim in recorded
 
     def _publish(self, message: UpdateAnnounced | ModelAttested) -> None:
         with self.statistics.measure("announce"):
@@ -711,7 +761,7 @@ class RoundEngine:
             if self._last_finalized >= 0:
                 self.statistics.add("rounds_completed", state.finalized_rounds - self._last_finalized)
                 if self.on_round_finished is not None:
-                    self.on_round_finished(state.finalized_rounds, self.ledger.latest_canonical_model())
+                    self.on_round_finished(state.finalized_rounds, self.chain.latest_canonical_model())
             self._last_finalized = state.finalized_rounds
             with self._prefetched_lock:
                 self._prefetched.clear()
