@@ -25,6 +25,7 @@ from agent.engine.round_engine import EngineOptions, RoundEngine
 from agent.learning.model_file import encode_model
 from agent.learning.simulation import initial_state
 from agent.learning.training import TrainingConfig
+from agent.ports.content_store import ContentStore
 from agent.ports.ledger import Ledger
 
 
@@ -94,11 +95,14 @@ class InMemoryFederation:
         images: torch.Tensor,
         ledger: Ledger | None = None,
         options: EngineOptions | None = None,
+        store: ContentStore | None = None,
     ) -> RoundEngine:
+        """Peer ``index``'s engine; ``ledger`` and ``store`` replace its view of the chain and the shared
+        store (a wrapper that misbehaves or records)."""
         return RoundEngine(
             identity=self.identity(index),
             ledger=ledger or self.ledger(index),
-            store=self.store,
+            store=store or self.store,
             bus=self.broker.connect(),
             images=images,
             state_directory=self.work_directory / f"peer-{index}",

@@ -25,17 +25,20 @@ OPTIONS = EngineOptions(poll_seconds=0.05, retry_seconds=0.1)
 
 
 class ForgingWhenDrawn:
-    """Attests the round's base model (a real model, but not the merge) when drawn at ``places``."""
+    """Attests the round's base model (a real model, but not the merge) when drawn at ``places``; records
+    the rounds its engine merged and tried to attest in ``attempted``."""
 
     def __init__(self, inner: Ledger, places: tuple[int, ...]) -> None:
         self._inner = inner
         self.places = places
         self.forged: list[int] = []
+        self.attempted: list[int] = []
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)
 
     def attest_model(self, round_number: int, model_cid: str) -> None:
+        self.attempted.append(round_number)
         committee = self._inner.committee(round_number)
         if self._inner.account in [committee[place] for place in self.places]:
             self.forged.append(round_number)
@@ -77,7 +80,7 @@ def federation_of(
     options = dataclasses.replace(OPTIONS, verify=verify)
     engines = []
     for index in range(PEERS):
-        ledger = ForgingWhenDrawn(federation.ledger(index), places) if places else None
+        ledger = ForgingWhenDrawn(federation.ledger(index), places)
         engines.append(federation.engine(index, shard(index), ledger, options))  # type: ignore[arg-type]
     return federation, engines
 
@@ -94,19 +97,20 @@ def test_only_the_committee_merges_and_the_others_download_one_model(tmp_path: P
         me = engine.identity.address
         drawn = [me in observer.committee(number) for number in range(1, ROUNDS + 1)]
         assert all(len(observer.committee(number)) == 3 for number in range(1, ROUNDS + 1))
-        # A member fetches every update of its rounds (its own included); an outsider fetches nothing of
-        # them, and only the canonical model it starts the next round from (a member has it in memory).
+        # A member fetches every update of the rounds it merges (its own included); an outsider fetches
+        # nothing of them, and only the canonical model it starts the next round from (a member has it in
+        # memory). A member that looks after the other two finalized the round merges nothing: like an
+        # outsider, it downloads the canonical model.
+        merged = engine.ledger.attempted  # type: ignore[attr-defined]
+        assert set(merged) <= {number for number, member in enumerate(drawn, start=1) if member}
         updates = sum(
-            SIZES[submission.update_cid]
-            for number, member in enumerate(drawn, start=1)
-            if member
-            for submission in observer.submissions(number)
+            SIZES[submission.update_cid] for number in merged for submission in observer.submissions(number)
         )
-        models = sum(SIZES[log[number - 1].model_cid] for number in range(1, ROUNDS) if not drawn[number - 1])
+        models = sum(SIZES[log[number - 1].model_cid] for number in range(1, ROUNDS) if number not in merged)
         snapshot = engine.statistics.snapshot()
         assert snapshot.bytes_downloaded == updates + models
         assert snapshot.rounds_outside_committee == drawn.count(False)
-        assert snapshot.updates_merged == PEERS * drawn.count(True)
+        assert snapshot.updates_merged == PEERS * len(merged)
 
 
 def test_a_dishonest_committee_minority_still_finalizes_the_honest_merge(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +129,14 @@ def test_unpinned_content_is_collected_and_the_repository_size_is_known(ipfs_add
     store.garbage_collect()
     assert store.has(kept) and not store.has(dropped)
     assert store.stored_bytes() < before
+
+
+def test_one_store_is_used_by_several_threads_at_once(ipfs_address: str) -> None:
+    """What a merge's fetch threads do: one adapter, calls overlapping (each call has its own session)."""
+    store = IpfsContentStore(ipfs_address)
+    payloads = [payload(300_000 + index) for index in range(6)]  # two chunks each
+    with ThreadPoolExecutor(4) as pool:
+        cids = list(pool.map(store.put, payloads))
+        fetched = list(pool.map(store.get, cids * 2))
+    assert cids == [content_id.compute(data) for data in payloads]
+    assert fetched == payloads * 2

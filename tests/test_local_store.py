@@ -1,10 +1,11 @@
-"""agent.adapters.local_store: round trips, verification on read, pins and several processes at once."""
+"""agent.adapters.local_store: round trips, checked reads, pins, several processes and threads at once."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,14 @@ def test_several_processes_write_and_read_one_store(tmp_path: Path) -> None:
     )
     assert store.get(shared) == SHARED_PAYLOAD
     assert sorted(path.name for path in (tmp_path / "blocks").iterdir() if path.name.startswith(".")) == []
+
+
+def test_one_store_is_used_by_several_threads_at_once(tmp_path: Path) -> None:
+    """What a merge's fetch threads do (agent.engine.round_engine): one store object, calls overlapping."""
+    store = LocalContentStore(tmp_path)
+    payloads = [SHARED_PAYLOAD, *(f"update {index}".encode() * 10_000 for index in range(7))] * 3
+    with ThreadPoolExecutor(8) as pool:
+        cids = list(pool.map(store.put, payloads))
+        fetched = list(pool.map(store.get, cids))
+    assert cids == [content_id.compute(payload) for payload in payloads]
+    assert fetched == payloads

@@ -168,6 +168,7 @@ class EthereumLedger:
         self._transactor = Transactor(
             web3, account, RevertDecoder(abi), retry_policy, receipt_timeout_seconds
         )
+        self._settings: FederationSettings | None = None  # fixed at deployment: read once
 
     @classmethod
     def connect(
@@ -249,7 +250,10 @@ class EthereumLedger:
     # -------------------------------------------------------------------- rounds
 
     def settings(self) -> FederationSettings:
-        """The settings; ConfigurationError for a Coordinator of another version (its ABI differs)."""
+        """The settings (read once: they are fixed at deployment); ConfigurationError for a Coordinator of
+        another version (its ABI differs)."""
+        if self._settings is not None:
+            return self._settings
         try:
             version = int(self._read("version"))
         except ContractRevertError as error:  # no version(): a Coordinator of version 1
@@ -262,7 +266,8 @@ class EthereumLedger:
                 f"the Coordinator at {self.contract_address} is version {version}; "
                 f"this agent speaks version {COORDINATOR_VERSION}"
             )
-        return _settings_from_chain(self._read("settings"))
+        self._settings = _settings_from_chain(self._read("settings"))
+        return self._settings
 
     def current_round(self) -> RoundState:
         number, info, finalized, complete, chain_time = self._read("currentState")

@@ -9,6 +9,11 @@ Same bytes, same CID: :meth:`IpfsContentStore.put` asks for CIDv1, raw leaves an
 then compares the CID the node returns with :func:`agent.content_id.compute`. A node that builds its DAG
 differently would name updates differently from every other store, so ``put`` refuses it.
 
+Threads: one store may be called from several threads at once (a merge fetches its updates in parallel).
+ipfshttpclient opens a fresh ``requests`` session for every call unless a persistent one is opened
+(``Client(session=True)``, never done here), so no session, whose thread safety requests does not promise,
+is ever shared; the client object itself keeps no state between calls.
+
 Errors: every ipfshttpclient exception is translated here into :class:`agent.errors.ContentStoreError`
 or a subclass. Refused and dropped connections (a node restarting) are retried a few times with
 exponential backoff; nothing else is retried.

@@ -10,7 +10,8 @@ Several agent processes on one machine may share one root. A writer writes a tem
 it onto its final name with ``os.replace``, which is atomic on POSIX: a reader sees no file or the whole
 file, never part of one. Two writers of one CID write the same bytes, so it does not matter whose rename
 lands last. Every read is checked against its CID, so a file damaged or edited on disk raises
-ContentMismatchError instead of handing corrupt weights to the merge.
+ContentMismatchError instead of handing corrupt weights to the merge. The same holds for threads of one
+process sharing one store object (a merge fetches in parallel): it keeps no state but the directory.
 """
 
 from __future__ import annotations

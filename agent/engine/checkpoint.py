@@ -2,8 +2,10 @@
 
 The chain is the source of truth for what the federation has seen (who submitted, what was attested);
 the checkpoint remembers what only this device knows: the update it trained and pinned but may not have
-recorded yet, and the model it merged. It is written atomically (temporary file, fsync, rename), so a
-power cut leaves either the old or the new checkpoint, never half of one.
+recorded yet, the model it merged, and whether that model is pinned yet (a peer attests first and pins
+after, since the attestation is what finalizes the round: see agent.engine.round_engine). It is written
+atomically (temporary file, fsync, rename), so a power cut leaves either the old or the new checkpoint,
+never half of one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Checkpoint:
     update_samples: int = 0
     merged_model_cid: str = ""
     attested: bool = False
+    merged_model_pinned: bool = False  # False until the store confirmed the pin (so a restart pins it)
 
     def for_round(self, round_number: int, base_model_cid: str) -> Checkpoint:
         """This checkpoint if it is about the same round and base model, else a fresh one."""
@@ -43,6 +46,18 @@ class Checkpoint:
 
     def with_attestation(self) -> Checkpoint:
         return replace(self, attested=True)
+
+    def with_pinned_model(self) -> Checkpoint:
+        return replace(self, merged_model_pinned=True)
+
+    def without_merged_model(self) -> Checkpoint:
+        """The merged model's bytes are lost and cannot be rebuilt: nothing of it is kept, nothing to pin."""
+        return replace(self, merged_model_cid="", merged_model_pinned=False)
+
+    @property
+    def pin_pending(self) -> bool:
+        """Whether the model this device merged and attested still waits for its pin."""
+        return self.attested and bool(self.merged_model_cid) and not self.merged_model_pinned
 
 
 class CheckpointFile:

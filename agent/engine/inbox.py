@@ -111,3 +111,12 @@ class Inbox:
             return self._queue.get(timeout=timeout_seconds)
         except queue.Empty:
             return None
+
+    def drain(self) -> list[Message]:
+        """Every message queued now, without waiting (so that the engine checks them in one go)."""
+        messages = []
+        while True:
+            try:
+                messages.append(self._queue.get_nowait())
+            except queue.Empty:
+                return messages

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Iterable
 
 from agent.ports.content_store import ContentStore
-from agent.ports.ledger import Ledger
+from agent.ports.ledger import LedgerRecord
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ContentRetention:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: LedgerRecord,
         store: ContentStore,
         genesis_cid: str,
         keep_canonical_models: int,

@@ -4,8 +4,10 @@ Each round: read the canonical model from the chain -> train this device's stage
 -> clip and noise the update if the recipe asks for differential privacy -> pin the update -> record its
 CID on the chain -> announce it -> wait until the round's submissions are closed (quorum or deadline;
 the chain is the source of truth, the bus only wakes us early and lets us prefetch) -> fetch, verify and
-validate every submitted update -> merge deterministically -> pin the model -> attest its CID -> wait for
-the majority to finalize the round -> next round.
+validate every submitted update -> merge deterministically -> attest the merged model's CID (computed here,
+as every store computes it) -> pin the model -> wait for the majority to finalize the round -> next round.
+Attesting before pinning takes the pin off the critical path: the attestations are what finalize the round,
+and a peer that downloads the canonical model retries until some member's pin makes it available.
 
 In a federation with merge committees (``FederationSettings.committee_size``), a round with more submissions
 than the threshold is merged only by the committee the chain draws when submission closes: a peer outside it
@@ -26,12 +28,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from agent import content_id
+from agent.engine.chain_cache import ChainCache
 from agent.engine.checkpoint import CheckpointFile
 from agent.engine.error_feedback_file import ErrorFeedbackFile
 from agent.engine.federation import Federation
@@ -56,13 +60,17 @@ from agent.learning.privacy.mechanism import privatize
 from agent.learning.update import ModelUpdate, capped_claim
 from agent.ports.content_store import ContentStore
 from agent.ports.identity import Identity
-from agent.ports.ledger import Ledger, RoundPhase, RoundState
+from agent.ports.ledger import Ledger, RoundPhase, RoundState, Submission
 from agent.ports.message_bus import MessageBus
-from agent.protocol.messages import Message, ModelAttested, UpdateAnnounced, encode, topic_of
+from agent.protocol.messages import ModelAttested, UpdateAnnounced, encode, topic_of
 from agent.retry_policy import RetryPolicy
 from models.seeding import derive_seed
 
 logger = logging.getLogger(__name__)
+
+# A canonical model not in the store yet (its mergers attest before they pin) is asked for again after the
+# engine's poll interval, then twice as long each time.
+MODEL_FETCH_BACKOFF = 2.0
 
 ALREADY_DONE_REASONS = (
     "CoordinatorDuplicateSubmission",
@@ -110,6 +118,22 @@ class EngineOptions:
     # Re-merge the rounds this peer was not drawn to merge, and compare with the canonical model (costs the
     # downloads the committee saves this peer; a mismatch is logged and counted, the canonical model is kept).
     verify: bool = False
+    # Updates fetched and verified at once when merging (threads): a round's downloads overlap instead of
+    # queueing one behind the other. 1: one at a time.
+    fetch_workers: int = 4
+
+    def __post_init__(self) -> None:
+        if self.fetch_workers < 1:
+            raise ConfigurationError(f"fetch_workers must be at least 1, not {self.fetch_workers}")
+
+
+@dataclass(frozen=True)
+class MergedModel:
+    """A round's merge: the model, its file's bytes and their CID (computed, not yet stored)."""
+
+    cid: str
+    payload: bytes
+    state: ModelState
 
 
 class RoundEngine:
@@ -131,7 +155,7 @@ class RoundEngine:
         backend: TrainingBackend | None = None,
     ) -> None:
         self.identity = identity
-        self.ledger = ledger
+        self.chain = ChainCache(ledger)  # reads; self.ledger is its ledger, for writes
         self.store = store
         self.bus = bus
         self.images = images
@@ -152,10 +176,11 @@ class RoundEngine:
         self._models: dict[str, ModelState] = {
             self.federation.settings.genesis_model_cid: self.federation.genesis
         }
-        self._prefetched: dict[str, bytes] = {}
+        self._prefetched: dict[str, bytes] = {}  # filled by the fetch threads of a merge too
+        self._prefetched_lock = threading.Lock()
         self._last_finalized = -1
         self.retention = ContentRetention(
-            ledger,
+            self.chain,
             store,
             self.federation.settings.genesis_model_cid,
             self.options.keep_canonical_models,
@@ -166,6 +191,20 @@ class RoundEngine:
         self._committees: dict[int, tuple[str, ...]] = {}
         self._expectation = (0, False)  # (round, whether a committee is expected to merge it)
         self._reviewed_through = -1  # rounds reviewed after they ended (_review_finished_rounds)
+        self._unpinned: MergedModel | None = None  # merged, maybe attested, not pinned yet
+        self._pins_checked = False  # whether the checkpoint was checked for a pin a previous run left
+        self._submitted_to: set[int] = set()  # rounds the chain records this device's update for
+        # (round, {(participant, CID)}): the submissions read last to check announcements against
+        self._recorded: tuple[int, frozenset[tuple[str, str]]] = (0, frozenset())
+
+    @property
+    def ledger(self) -> Ledger:
+        """The chain this device writes to; its reads go through :attr:`chain` (agent.engine.chain_cache)."""
+        return self.chain.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger) -> None:
+        self.chain.ledger = ledger  # what the cache already holds is the same chain's record
 
     # ----------------------------------------------------------------------------------------- running
 
@@ -177,11 +216,12 @@ class RoundEngine:
         self.inbox.start()
         while not stop.is_set():
             try:
-                state = self.ledger.current_round()
+                state = self.chain.current_round()
                 self.round_state = state
                 self._note_progress(state)
                 if state.training_complete:
-                    return self.ledger.latest_canonical_model()
+                    self._pin_pending_model()  # the last round's merged model, attested before its pin
+                    return self.chain.latest_canonical_model()
                 if not self._act(state):
                     self._wait(stop)
             except (NetworkError, ContractRevertError) as failure:
@@ -193,7 +233,7 @@ class RoundEngine:
                     "%s: %s; retrying in %.1f s", self.identity.address, failure, self.options.retry_seconds
                 )
                 stop.wait(self.options.retry_seconds)
-        return self.ledger.latest_canonical_model()
+        return self.chain.latest_canonical_model()
 
     def _join(self) -> None:
         if self.ledger.is_participant(self.identity.address):
@@ -212,13 +252,15 @@ class RoundEngine:
 
     def _act(self, state: RoundState) -> bool:
         """Do the next step this device owes the current round; False when there is nothing to do."""
+        if self._pin_pending_model():
+            return True
         expired = state.expired or time.time() > state.deadline
         submitting = state.phase is RoundPhase.SUBMISSION and not expired  # else the submission is refused
-        if submitting and not self._has_submitted(state.number) and not self._suspended(state.number):
+        if submitting and not self._suspended(state.number) and not self._has_submitted(state.number):
             self._train_and_submit(state)
             return True
         if state.phase is RoundPhase.ATTESTATION and self._owes_attestation(state.number):
-            if self._merges(state.number):
+            if self._merges(state):
                 self._merge_and_attest(state)
             else:
                 self._stand_aside(state)
@@ -249,22 +291,28 @@ class RoundEngine:
         return round_number <= self._suspended_until
 
     def _wait(self, stop: threading.Event) -> None:
-        """Wait for the next message (prefetching announced updates) or the poll interval."""
+        """Wait for the next message or the poll interval; prefetch what it and those queued behind it
+        announce (attestations are informational)."""
         self.activity = "waiting"
         message = self.inbox.next(self.options.poll_seconds)
         if message is not None and not stop.is_set():
-            self._handle_message(message)
+            messages = (message, *self.inbox.drain())
+            self._prefetch([message for message in messages if isinstance(message, UpdateAnnounced)])
 
     # ---------------------------------------------------------------------------------------- training
 
     def _has_submitted(self, round_number: int) -> bool:
+        """Whether the chain records an update of this device for the round (a yes is remembered)."""
+        if round_number in self._submitted_to:
+            return True
         me = self.identity.address.lower()
-        return any(
-            submission.participant.lower() == me for submission in self.ledger.submissions(round_number)
-        )
+        if any(submission.participant.lower() == me for submission in self.chain.submissions(round_number)):
+            self._submitted_to.add(round_number)
+            return True
+        return False
 
     def _train_and_submit(self, state: RoundState) -> None:
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         if not checkpoint.update_cid:
             base = self._model(base_cid)
@@ -318,6 +366,7 @@ class RoundEngine:
                 logger.warning("round %d: the chain refused the update: %s", state.number, revert.reason)
                 self._suspended_until = max(self._suspended_until, state.number)
                 return
+        self._submitted_to.add(state.number)
         announcement = UpdateAnnounced(
             federation=self.federation_id,
             round=state.number,
@@ -354,11 +403,14 @@ class RoundEngine:
             return False
         return self._has_submitted(round_number)
 
-    def _merges(self, round_number: int) -> bool:
-        """Whether this peer merges and attests ``round_number`` (its submissions are closed): always,
-        unless the round has a committee and this peer is not on it."""
+    def _merges(self, state: RoundState) -> bool:
+        """Whether this peer merges and attests the round ``state`` describes (its submissions are closed):
+        always, unless the round has a committee and this peer is not on it."""
+        if not self.federation.settings.has_committee(state.submission_count):
+            return True  # too few submissions for a committee (or none ever): no need to ask the chain
+        round_number = state.number
         if round_number not in self._committees:
-            self._committees = {round_number: self.ledger.committee(round_number)}
+            self._committees = {round_number: self.chain.committee(round_number)}
         committee = self._committees[round_number]
         return not committee or self._is_member(committee)
 
@@ -369,7 +421,7 @@ class RoundEngine:
     def _stand_aside(self, state: RoundState) -> None:
         """A round this peer was not drawn to merge: it owes no attestation (counted, and with ``verify``
         re-merged, once the round is over: :meth:`_review_finished_rounds`)."""
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         logger.info("round %d: not drawn to merge; waiting for the committee", state.number)
         self.checkpoints.save(checkpoint.with_attestation())
@@ -383,21 +435,22 @@ class RoundEngine:
         if self.federation.settings.committee_size == 0:
             return
         for number in range(first, current_round):
-            committee = self.ledger.committee(number)
+            committee = self.chain.committee(number)
             if not committee or not self._has_submitted(number) or self._is_member(committee):
                 continue
             self.statistics.add("rounds_outside_committee", 1)
-            canonical = self.ledger.canonical_model(number)
+            canonical = self.chain.canonical_model(number)
             if self.options.verify and canonical is not None:
                 self._verify(number, canonical)
 
     def _verify(self, round_number: int, canonical: str) -> None:
         """Re-merge a finalized round from its base model and compare with the canonical model."""
-        base_cid = base_model_of(self.ledger, round_number, self.federation.settings.genesis_model_cid)
-        stage = self.ledger.round_summary(round_number).stage
-        merged = self._merge(round_number, stage, base_cid, pin=False)
-        if merged is None:
+        base_cid = base_model_of(self.chain, round_number, self.federation.settings.genesis_model_cid)
+        stage = self.chain.round_summary(round_number).stage
+        merge = self._merge(round_number, stage, base_cid)
+        if merge is None:
             return
+        merged = merge.cid
         self.statistics.add("rounds_verified", 1)
         if merged == canonical:
             logger.info("round %d: verified, the canonical model is the merge of the updates", round_number)
@@ -412,19 +465,24 @@ class RoundEngine:
             round_number,
         )
 
-    def _merge(self, round_number: int, stage: int, base_cid: str, *, pin: bool) -> str | None:
-        """Fetch, validate and merge the round's updates; the merged model's CID (pinned when ``pin``), or
-        None when stopped meanwhile."""
+    def _merge(self, round_number: int, stage: int, base_cid: str) -> MergedModel | None:
+        """Fetch, validate and merge the round's updates (nothing is stored); None when stopped meanwhile."""
         base = self._model(base_cid)
+        submissions = unique_updates(self.chain.submissions(round_number))
+
+        def verified(submission: Submission) -> ModelUpdate | None:
+            return self._verified_update(submission, base, round_number, stage, timer)
+
+        # Fetched and verified in parallel; the merge takes them in chain order, as if one at a time.
+        with (
+            self.statistics.overlapping() as timer,
+            ThreadPoolExecutor(self.options.fetch_workers, thread_name_prefix="fetch") as pool,
+        ):
+            results = list(pool.map(verified, submissions))
         updates = [
             (submission.participant, update)
-            for submission in unique_updates(self.ledger.submissions(round_number))
-            if (
-                update := self._verified_update(
-                    submission.update_cid, submission.samples, base, round_number, stage
-                )
-            )
-            is not None
+            for submission, update in zip(submissions, results, strict=True)
+            if update is not None
         ]
         if self._stop.is_set():  # a fetch may have given up on the stop: never merge without its update
             return None
@@ -433,22 +491,19 @@ class RoundEngine:
             merged = outcome.state
         self._report_decisions(round_number, outcome)
         self.statistics.add("updates_merged", len(updates))
-        if not pin:
-            return content_id.compute(payload)
-        with self.statistics.measure("pin"):
-            model_cid = self.store.put(payload)
-        self._models[model_cid] = merged
-        return model_cid
+        return MergedModel(content_id.compute(payload), payload, merged)
 
     def _merge_and_attest(self, state: RoundState) -> None:
-        base_cid = self.ledger.latest_canonical_model()
+        base_cid = self.chain.latest_canonical_model()
         checkpoint = self.checkpoints.load().for_round(state.number, base_cid)
         self.activity = "merging"
         if not checkpoint.merged_model_cid:
-            model_cid = self._merge(state.number, state.stage, base_cid, pin=True)
-            if model_cid is None:
+            merge = self._merge(state.number, state.stage, base_cid)
+            if merge is None:
                 return
-            checkpoint = checkpoint.with_merged_model(model_cid)
+            self._unpinned = merge  # pinned once attested (_pin_pending_model): attesting needs the CID only
+            self._models[merge.cid] = merge.state
+            checkpoint = checkpoint.with_merged_model(merge.cid)
             self.checkpoints.save(checkpoint)
         if self._committees.get(state.number):
             self._draw_committee(state.number)
@@ -489,6 +544,48 @@ class RoundEngine:
         self.statistics.add("transactions", 1)
         self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
 
+    def _pin_pending_model(self) -> bool:
+        """Pin the merged model this device attested (or tried to) but has not pinned; False if none waits.
+
+        Called before any other step, so that a restart between attesting and pinning pins first. The bytes
+        are in memory unless the process restarted; then the store may hold them already (another member
+        pinned the same model), else the round is merged again (the merge is deterministic) and its CID
+        checked against the attested one.
+        """
+        if self._pins_checked and self._unpinned is None:
+            return False
+        self._pins_checked = True
+        checkpoint = self.checkpoints.load()
+        if self._unpinned is not None and self._unpinned.cid != checkpoint.merged_model_cid:
+            self._unpinned = None  # merged for a round that moved on before this device attested
+        if not checkpoint.pin_pending:
+            return False
+        cid = checkpoint.merged_model_cid
+        if self._unpinned is None and not self.store.has(cid):
+            stage = self.chain.round_summary(checkpoint.round_number).stage
+            merge = self._merge(checkpoint.round_number, stage, checkpoint.base_model_cid)
+            if merge is None:  # stopped meanwhile: the next start tries again
+                return True
+            if merge.cid != cid:
+                logger.warning(
+                    "round %d: cannot pin the attested model %s: its bytes are gone, and merging the round "
+                    "again gave %s (an update is missing); keeping nothing of it",
+                    checkpoint.round_number,
+                    cid,
+                    merge.cid,
+                )
+                self.checkpoints.save(checkpoint.without_merged_model())
+                return True
+            self._unpinned = merge
+        with self.statistics.measure("pin"):
+            if self._unpinned is not None:
+                self.store.put(self._unpinned.payload)
+            else:
+                self.store.pin(cid)
+        self._unpinned = None
+        self.checkpoints.save(checkpoint.with_pinned_model())
+        return True
+
     def _report_decisions(self, round_number: int, outcome: MergeOutcome) -> None:
         """Log and count which peers' updates the aggregation rule discarded, clipped or down-weighted."""
         for decision in outcome.decisions:
@@ -505,7 +602,7 @@ class RoundEngine:
 
     def _compare_with_canonical(self, round_number: int, merged_cid: str) -> None:
         """The majority finalized the round before our attestation: check that we agree with it."""
-        canonical = self.ledger.canonical_model(round_number)
+        canonical = self.chain.canonical_model(round_number)
         if canonical == merged_cid:
             logger.info("round %d was finalized before our attestation, with our model", round_number)
         else:
@@ -517,25 +614,38 @@ class RoundEngine:
             )
 
     def _verified_update(
-        self, cid: str, samples: int, base: ModelState, round_number: int, stage: int
+        self,
+        submission: Submission,
+        base: ModelState,
+        round_number: int,
+        stage: int,
+        timer: EngineStatistics,
     ) -> ModelUpdate | None:
-        """The update behind ``cid`` if it can be fetched and is valid; None (logged, counted) if not."""
+        """The update ``submission`` names if it can be fetched and is valid; None (logged, counted) if not.
+
+        Runs in a merge's fetch threads: ``timer`` measures its steps (EngineStatistics.overlapping).
+        """
+        cid = submission.update_cid
         try:
-            payload = self._fetch(cid)
-            with self.statistics.measure("verify"):
-                return validated_update(payload, samples, base, self.federation, stage)
+            payload = self._fetch(cid, timer)
+            with timer.measure("verify"):
+                return validated_update(payload, submission.samples, base, self.federation, stage)
         except (UpdateRejectedError, ContentMismatchError, NetworkError) as rejection:
             self.statistics.add("rejected_updates", 1)
             logger.warning("round %d: left out update %s: %s", round_number, cid, rejection)
             return None
 
-    def _fetch(self, cid: str) -> bytes:
-        """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit."""
-        if cid in self._prefetched:
-            return self._prefetched[cid]
+    def _fetch(self, cid: str, timer: EngineStatistics | None = None) -> bytes:
+        """Bytes of ``cid`` (prefetched, or from the store with retries), checked against the size limit;
+        ``timer`` measures the download (default: this engine's statistics). Safe from several threads."""
+        with self._prefetched_lock:
+            prefetched = self._prefetched.get(cid)
+        if prefetched is not None:
+            return prefetched
+        measured = timer or self.statistics
 
         def fetch() -> bytes:
-            with self.statistics.measure("fetch"):
+            with measured.measure("fetch"):
                 return self.store.get(cid)
 
         policy = RetryPolicy(self.options.fetch_attempts, self.options.retry_seconds, backoff_factor=1.0)
@@ -545,7 +655,8 @@ class RoundEngine:
                 f"{cid} is {len(payload)} bytes, above the limit {self.options.maximum_update_bytes}"
             )
         self.statistics.add("bytes_downloaded", len(payload))
-        self._prefetched[cid] = payload
+        with self._prefetched_lock:
+            self._prefetched[cid] = payload
         return payload
 
     # ------------------------------------------------------------------------------------------ models
@@ -553,38 +664,77 @@ class RoundEngine:
     def _model(self, cid: str) -> ModelState:
         """A canonical model by CID, from memory or the store, validated against the recipe's shapes."""
         if cid not in self._models:
-            with self.statistics.measure("fetch"):
-                payload = self.store.get(cid)
+
+            def fetch() -> bytes:
+                with self.statistics.measure("fetch"):
+                    return self.store.get(cid)
+
+            # Its mergers attest before they pin: right after finalization it may not be stored yet.
+            policy = RetryPolicy(
+                self.options.fetch_attempts,
+                min(self.options.poll_seconds, self.options.retry_seconds),
+                backoff_factor=MODEL_FETCH_BACKOFF,
+            )
+            payload = policy.call(
+                fetch, retry_on=NetworkError, stop=self._stop, description=f"fetching model {cid}"
+            )
             self.statistics.add("bytes_downloaded", len(payload))
             self._models = {cid: self.federation.validated_model(payload)}
         return self._models[cid]
 
     # ---------------------------------------------------------------------------------------- messages
 
-    def _handle_message(self, message: Message) -> None:
-        """Prefetch an announced update once the chain confirms it; attestations are informational."""
-        if not isinstance(message, UpdateAnnounced) or message.cid in self._prefetched:
+    def _prefetch(self, announcements: list[UpdateAnnounced]) -> None:
+        """Fetch, several at once, the updates announced for the current round that the chain records
+        under their announcer. Announcements of other rounds (merged already, or not open here yet) and of
+        rounds a committee will merge are left for the merge."""
+        wanted: dict[str, UpdateAnnounced] = {}
+        for message in announcements:
+            with self._prefetched_lock:
+                known = message.cid in self._prefetched
+            if known or message.cid in wanted or message.round != self.inbox.current_round:
+                continue
+            if self._committee_expected(message.round) and not self.options.verify:
+                continue  # most peers will not merge this round: fetch only once drawn (in _merge)
+            if not self._is_recorded(message):
+                self.statistics.add("rejected_messages", 1)
+                logger.warning(
+                    "announcement of %s by %s is not recorded on chain for round %d",
+                    message.cid,
+                    message.participant,
+                    message.round,
+                )
+                continue
+            wanted[message.cid] = message
+        if not wanted:
             return
-        if self._committee_expected(message.round) and not self.options.verify:
-            return  # most peers will not merge this round: fetch only once drawn (in _merge)
-        recorded = any(
-            submission.participant.lower() == message.participant.lower()
-            and submission.update_cid == message.cid
-            for submission in self.ledger.submissions(message.round)
-        )
-        if not recorded:
-            self.statistics.add("rejected_messages", 1)
-            logger.warning(
-                "announcement of %s by %s is not recorded on chain for round %d",
-                message.cid,
-                message.participant,
-                message.round,
+
+        def prefetch(cid: str) -> None:
+            try:
+                self._fetch(cid, timer)
+            except LayerfedError as failure:
+                logger.info("prefetch of %s failed: %s (will retry when merging)", cid, failure)
+
+        workers = min(self.options.fetch_workers, len(wanted))
+        with (
+            self.statistics.overlapping() as timer,
+            ThreadPoolExecutor(workers, thread_name_prefix="prefetch") as pool,
+        ):
+            list(pool.map(prefetch, wanted))
+
+    def _is_recorded(self, message: UpdateAnnounced) -> bool:
+        """Whether the chain records ``message``'s update under its sender. A peer announces after its
+        transaction, so the submissions read for the previous announcement of the round usually have it;
+        they are read again only when they do not."""
+        claim = (message.participant.lower(), message.cid)
+        round_number, recorded = self._recorded
+        if round_number != message.round or claim not in recorded:
+            submissions = self.chain.submissions(message.round)
+            recorded = frozenset(
+                (submission.participant.lower(), submission.update_cid) for submission in submissions
             )
-            return
-        try:
-            self._fetch(message.cid)
-        except LayerfedError as failure:
-            logger.info("prefetch of %s failed: %s (will retry when merging)", message.cid, failure)
+            self._recorded = (message.round, recorded)
+        return claim in recorded
 
     def _publish(self, message: UpdateAnnounced | ModelAttested) -> None:
         with self.statistics.measure("announce"):
@@ -630,9 +780,10 @@ class RoundEngine:
             if self._last_finalized >= 0:
                 self.statistics.add("rounds_completed", state.finalized_rounds - self._last_finalized)
                 if self.on_round_finished is not None:
-                    self.on_round_finished(state.finalized_rounds, self.ledger.latest_canonical_model())
+                    self.on_round_finished(state.finalized_rounds, self.chain.latest_canonical_model())
             self._last_finalized = state.finalized_rounds
-            self._prefetched.clear()
+            with self._prefetched_lock:
+                self._prefetched.clear()
             self.inbox.guard.advance(state.number)
             self._collect_content(state.number)
         self.inbox.current_round = state.number

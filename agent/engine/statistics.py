@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,20 +39,42 @@ class EngineStatistics:
     # peer address -> action (discarded, clipped, weight_capped) -> how often the merge rule did it
     filtered_updates: dict[str, dict[str, int]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    clock: Callable[[], float] = field(default=time.perf_counter, repr=False)  # seconds, for the steps
 
     @contextmanager
     def measure(self, step: str) -> Iterator[None]:
         """Add the wall time of the ``with`` body to ``step`` (one of PROTOCOL_STEPS or ``training``)."""
-        started = time.perf_counter()
+        started = self.clock()
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - started
+            elapsed = self.clock() - started
             with self._lock:
                 if step == "training":
                     self.training_seconds += elapsed
                 else:
                     self.step_seconds[step] += elapsed
+
+    @contextmanager
+    def overlapping(self) -> Iterator[EngineStatistics]:
+        """Measure steps that run in several threads at once (a merge's downloads) on the statistics this
+        yields; at the end, each of those steps is added here scaled down so that together they take no
+        more than the wall time of the ``with`` body. Protocol time stays the time the engine spent: four
+        downloads overlapping in one second count one second, split between the steps as their threads
+        spent it."""
+        inner = EngineStatistics(clock=self.clock)
+        started = self.clock()
+        try:
+            yield inner
+        finally:
+            elapsed = self.clock() - started
+            with inner._lock:
+                steps = dict(inner.step_seconds)
+            busy = sum(steps.values())
+            scale = min(1.0, elapsed / busy) if busy > 0 else 0.0
+            with self._lock:
+                for step, seconds in steps.items():
+                    self.step_seconds[step] += seconds * scale
 
     def add(self, name: str, amount: int) -> None:
         with self._lock:

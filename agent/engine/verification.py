@@ -23,7 +23,7 @@ from agent.learning.model_file import encode_model
 from agent.learning.model_state import ModelState
 from agent.learning.update import ModelUpdate, validate_update
 from agent.ports.content_store import ContentStore
-from agent.ports.ledger import Ledger, Submission
+from agent.ports.ledger import Ledger, LedgerRecord, Submission
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class RoundVerification:
         return self.canonical_model_cid == self.merged_model_cid
 
 
-def base_model_of(ledger: Ledger, round_number: int, genesis_cid: str) -> str:
+def base_model_of(ledger: LedgerRecord, round_number: int, genesis_cid: str) -> str:
     """The model a round trained from: the canonical model of the last finalized round before it."""
     earlier = [entry.model_cid for entry in ledger.round_log() if entry.number < round_number]
     return earlier[-1] if earlier else genesis_cid

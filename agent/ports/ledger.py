@@ -50,6 +50,7 @@ __all__ = [
     "FederationSettings",
     "FinalizedRound",
     "Ledger",
+    "LedgerRecord",
     "Membership",
     "ParticipantRecord",
     "RoundPhase",
@@ -302,4 +303,25 @@ class Ledger(Protocol):
 
     def participant_record(self, address: str) -> ParticipantRecord:
         """``address``'s record (all zeros for an account that never submitted)."""
+        ...
+
+
+class LedgerRecord(Protocol):
+    """The reads of the record of rounds that retention and verification make: a :class:`Ledger` is one,
+    and so is the round engine's cache in front of one (agent.engine.chain_cache)."""
+
+    def submissions(self, round_number: int) -> tuple[Submission, ...]:
+        """As :meth:`Ledger.submissions`."""
+        ...
+
+    def canonical_model(self, round_number: int) -> str | None:
+        """As :meth:`Ledger.canonical_model`."""
+        ...
+
+    def latest_canonical_model(self) -> str:
+        """As :meth:`Ledger.latest_canonical_model`."""
+        ...
+
+    def round_log(self) -> tuple[FinalizedRound, ...]:
+        """As :meth:`Ledger.round_log`."""
         ...
