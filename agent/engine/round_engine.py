@@ -541,8 +541,7 @@ class RoundEngine:
             if not self.ledger.draw_committee(round_number):
                 return
         logger.info("round %d: drew the committee", round_number)
-        self.statistics.add("transactions", 1)
-        self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
+        self._count_transaction()
 
     def _pin_pending_model(self) -> bool:
         """Pin the merged model this device attested (or tried to) but has not pinned; False if none waits.
@@ -752,6 +751,10 @@ class RoundEngine:
                 logger.info("already done: %s", revert.reason)
                 return
             raise
+        self._count_transaction()
+
+    def _count_transaction(self) -> None:
+        """Count a transaction this device sent, and its gas."""
         self.statistics.add("transactions", 1)
         self.statistics.add("gas_used", self.ledger.last_gas_used or 0)
 
