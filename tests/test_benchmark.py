@@ -216,11 +216,16 @@ def test_the_paper_options_reach_the_configuration() -> None:
         )
     )  # fmt: skip
     assert (config.spec.depth, config.spec.stages) == (12, 6)
+    one_block = runner.config_from_arguments(parse("--preset", "paper12"))
+    assert config.total_rounds == one_block.total_rounds  # grouped blocks: as many rounds, fewer stages
+    assert config.rounds_per_stage == 2 * one_block.rounds_per_stage
     assert (config.dirichlet_alpha, config.participation, config.clients) == (0.5, 0.25, 20)
     assert config.compression.describe() == "topk(0.05)+ef"
     assert BenchmarkConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     iid = runner.config_from_arguments(parse("--preset", "paper12", "--partition", "iid"))
-    assert iid.dirichlet_alpha is None and iid.spec.stages == 12 and iid.clients == 10
+    assert iid.dirichlet_alpha is None and iid.spec.stages == 12 and iid.clients == 8
+    tuned = runner.config_from_arguments(parse("--preset", "paper12", "--learning-rate", "0.01"))
+    assert tuned.learning_rate == 0.01 != one_block.learning_rate
     int8 = runner.config_from_arguments(parse("--compression", "int8", "--no-error-feedback"))
     assert int8.compression.method == "int8"
 

@@ -199,20 +199,21 @@ def _paper12(model: Architecture) -> BenchmarkConfig:
     if model != "vit":
         raise ConfigurationError("preset paper12 is a 12-block ViT: use --model vit")
     spec = EncoderSpec(
-        architecture="vit", stages=12, depth=12, embed_dim=128, attention_heads=2, patch_size=7
+        architecture="vit", stages=12, depth=12, embed_dim=64, attention_heads=1, patch_size=7
     )
     # preset data, spelled out like the other presets so each reads on its own
     return BenchmarkConfig(
         model=model,
         preset="paper12",
         spec=spec,
-        clients=10,
+        clients=8,
         rounds_per_stage=2,
         local_epochs=1,
-        batch_size=128,
+        batch_size=32,
         train_limit=6000,
         probe_limit=2000,
         test_limit=2000,
+        learning_rate=3e-3,
         threads=1,
     )
 
@@ -257,13 +258,19 @@ def preset_config(model: str, preset: str) -> BenchmarkConfig:
 
 
 def with_blocks_per_stage(config: BenchmarkConfig, blocks: int) -> BenchmarkConfig:
-    """``config`` with its ViT's blocks grouped ``blocks`` to a stage (stages = depth / blocks)."""
+    """``config`` with its ViT's blocks grouped ``blocks`` to a stage (stages = depth / blocks) and
+    ``blocks`` times the rounds per stage, so that the run has as many rounds as the one-block schedule:
+    its e2e row is then the same training as the one-block run's, and lw is compared at equal rounds."""
     spec = config.spec
     if spec.architecture != "vit":
         raise ConfigurationError("--blocks-per-stage groups ViT blocks; a ResNet stage is one block")
     if blocks < 1 or spec.depth % blocks != 0:
         raise ConfigurationError(f"cannot group {spec.depth} blocks {blocks} to a stage")
-    return replace(config, spec=replace(spec, stages=spec.depth // blocks))
+    return replace(
+        config,
+        spec=replace(spec, stages=spec.depth // blocks),
+        rounds_per_stage=config.rounds_per_stage * blocks * spec.stages // spec.depth,
+    )
 
 
 def with_overrides(config: BenchmarkConfig, **overrides: Any) -> BenchmarkConfig:
