@@ -124,6 +124,8 @@ def test_the_markdown_shows_each_mode_the_ratios_and_the_references() -> None:
     assert "| peak training memory | 4.00x | 2.00x |" in markdown
     assert "| linear-probe gap (points) | +2.5 | +1.5 |" in markdown
     assert "random init (reference) | - | 50.0% | 40.0%" in markdown
+    smoke = preset_config("vit", "smoke").spec
+    assert f"learning rate 0.001, seed 0; ViT of {smoke.depth} blocks, width {smoke.embed_dim}," in markdown
     for mode in MODES:
         assert f"## {mode} (torch) per stage" in markdown
 

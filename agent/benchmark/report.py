@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from agent.benchmark.presets import BenchmarkConfig
 from agent.benchmark.results import BackendComparison, BenchmarkResults, Comparison, ModeResult
 from agent.learning.modes import TrainingMode
 
@@ -191,6 +192,17 @@ def stage_table(result: ModeResult) -> list[str]:
     return lines
 
 
+def encoder_description(config: BenchmarkConfig) -> str:
+    """The encoder's shape in words, so that a results file says which model it measured."""
+    spec = config.spec
+    if spec.architecture == "vit":
+        return (
+            f"ViT of {spec.depth} blocks, width {spec.embed_dim}, {spec.attention_heads} attention head(s), "
+            f"{spec.patch_size}x{spec.patch_size} patches"
+        )
+    return f"ResNet of widths {', '.join(str(width) for width in spec.widths[: spec.stages])}"
+
+
 def render_markdown(results: BenchmarkResults) -> str:
     config = results.config
     machine = results.machine
@@ -199,7 +211,8 @@ def render_markdown(results: BenchmarkResults) -> str:
         f"# layerfed benchmark: {config.model}, preset {config.preset}",
         "",
         f"{config.clients} clients ({partition}), {config.spec.stages} stages x {config.rounds_per_stage} "
-        f"rounds, {config.local_epochs} local epoch(s), batch {config.batch_size}, seed {config.seed}; "
+        f"rounds, {config.local_epochs} local epoch(s), batch {config.batch_size}, learning rate "
+        f"{config.learning_rate:g}, seed {config.seed}; {encoder_description(config)}; "
         f"{config.dataset}: {config.train_limit or 'all'} training images, probe on {config.probe_limit}, "
         f"test on {config.test_limit or 'all'}. Updates: {config.compression.describe()}; "
         f"{config.participation:.0%} of the clients train each round.",

@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-epochs", type=int, help="local epochs per round")
     parser.add_argument("--batch-size", type=int, help="training batch size")
     parser.add_argument("--train-limit", type=int, help="training images shared by all clients")
-    parser.add_argument("--learning-rate", type=float, help="local optimizer's learning rate (AdamW; preset default)")
+    parser.add_argument("--learning-rate", type=float, help="AdamW's learning rate, the same for every mode")
     parser.add_argument("--seed", type=int, help="federation seed: model, partition, shuffling (default 0)")
     parser.add_argument("--threads", type=int, help="torch threads per worker (default: torch's choice)")
     parser.add_argument(
