@@ -5,6 +5,7 @@ Every wait is an event or a queue with a timeout; nothing sleeps and then assert
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,6 +360,27 @@ def test_the_embedded_broker_accepts_clients_once_started_stops_and_restarts_on_
 def test_the_embedded_broker_reports_a_taken_port() -> None:
     with EmbeddedBroker() as first, pytest.raises(MessageBusError, match=f"127.0.0.1:{first.port}"):
         EmbeddedBroker(port=first.port).start()
+
+
+def test_stopping_the_embedded_broker_closes_a_connection_still_waiting_for_its_connect() -> None:
+    """A client caught half-way (TCP open, no CONNECT yet) must not leave its socket to the garbage
+    collector after the broker's event loop is gone: that surfaced as "unclosed socket" and "loop is
+    closed" ResourceWarnings in whichever later test happened to collect it."""
+    broker = EmbeddedBroker()
+    broker.start()
+    with socket.create_connection((broker.host, broker.port)) as silent_client:
+        accepted = threading.Event()
+        deadline = time.monotonic() + 5
+        while not accepted.wait(0.01) and time.monotonic() < deadline:
+            if broker._broker.open_streams:  # the broker's side of the connection exists
+                accepted.set()
+        assert accepted.is_set()
+        broker.stop()  # while the client still holds its end open
+        assert silent_client.recv(1) == b""  # the broker closed its end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()
+    assert [str(warning.message) for warning in caught if warning.category is ResourceWarning] == []
 
 
 _PEER_SCRIPT = """

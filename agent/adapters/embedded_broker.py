@@ -101,7 +101,7 @@ class EmbeddedBroker:
             # Only anonymous authentication: no $SYS publisher task, no packet logger.
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        broker = Broker(config, loop=asyncio.get_running_loop())
+        broker = _ConnectionTrackingBroker(config, loop=asyncio.get_running_loop())
         await broker.start()
         if self.port == 0:
             self.port = broker._servers["default"].instance.sockets[0].getsockname()[1]
@@ -121,6 +121,29 @@ class EmbeddedBroker:
         loop.close()
 
 
+class _ConnectionTrackingBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+    """amqtt's broker, keeping every client connection's stream so that stopping can close them all.
+
+    amqtt closes a connection only when its session ends; one still waiting for its CONNECT packet when
+    the broker stops (a client connecting at that moment, or one that died half-way) is left open, and its
+    socket outlives the event loop (ResourceWarnings "unclosed socket" and "loop is closed" when it is
+    garbage-collected).
+    """
+
+    def __init__(self, *arguments: Any, **keywords: Any) -> None:
+        super().__init__(*arguments, **keywords)
+        self.open_streams: set[asyncio.StreamWriter] = set()
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        self.open_streams.add(writer)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            self.open_streams.discard(writer)
+
+
 async def _shut_down(broker: Any) -> None:
     """End every client connection, then shut the broker down.
 
@@ -136,7 +159,7 @@ async def _shut_down(broker: Any) -> None:
 
 
 async def _close_listeners_and_cancel_tasks(broker: Any) -> None:
-    """Release whatever a failed or timed-out shutdown left: the listening socket, and running tasks.
+    """Release whatever a shutdown left: the listening socket, open client connections, running tasks.
 
     Closing the listener here too means a later start can bind the port again, and no unclosed socket
     turns into a ResourceWarning (an error under pytest's warning filter).
@@ -145,6 +168,8 @@ async def _close_listeners_and_cancel_tasks(broker: Any) -> None:
         for server in broker._servers.values():
             if server.instance is not None:
                 server.instance.close()
+        for stream in list(broker.open_streams):
+            stream.close()
     current = asyncio.current_task()
     remaining = [task for task in asyncio.all_tasks() if task is not current]
     for task in remaining:
