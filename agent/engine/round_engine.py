@@ -502,7 +502,9 @@ class RoundEngine:
             if merge is None:
                 return
             self._unpinned = merge  # pinned once attested (_pin_pending_model): attesting needs the CID only
-            self._models[merge.cid] = merge.state
+            # Only the base (the next base if this round fails) and the merge (the next base if it
+            # finalizes): a model per round kept here would grow by the model's size every round.
+            self._models = {base_cid: self._model(base_cid), merge.cid: merge.state}
             checkpoint = checkpoint.with_merged_model(merge.cid)
             self.checkpoints.save(checkpoint)
         if self._committees.get(state.number):
