@@ -47,6 +47,14 @@ def test_a_good_file_loads_with_defaults_for_what_it_leaves_out(tmp_path: Path) 
     assert (config.data.shard, config.data.shards) == (2, 4)
     assert config.agent.poll_seconds == 1.5
     assert config.agent.key_file == "/var/lib/layerfed/key"
+    assert config.agent.fetch_workers == 4
+
+
+def test_fetch_workers_is_read_from_the_file(tmp_path: Path) -> None:
+    config = load_agent_config(
+        write(tmp_path, GOOD.replace("poll_seconds = 1.5", "poll_seconds = 1.5\nfetch_workers = 2"))
+    )
+    assert config.agent.fetch_workers == 2
 
 
 @pytest.mark.parametrize(
@@ -69,6 +77,10 @@ def test_a_good_file_loads_with_defaults_for_what_it_leaves_out(tmp_path: Path) 
         (("port = 8883", "port = 8883.0"), "broker.port must be int, not float 8883.0"),
         (("poll_seconds = 1.5", 'poll_seconds = "1.5"'), "agent.poll_seconds must be float, not str '1.5'"),
         (("shard = 2", "shard = [2]"), "data.shard must be int, not list [2]"),
+        (
+            ("poll_seconds = 1.5", "poll_seconds = 1.5\nfetch_workers = 0"),
+            "agent.fetch_workers must be at least 1",
+        ),
     ],
 )
 def test_a_mistake_names_the_file_and_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:

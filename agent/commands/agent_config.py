@@ -77,6 +77,7 @@ class AgentSection(_Section):
     training_checkpoint_seconds: float = 300.0  # save training progress this often (0: only on stop)
     keep_canonical_models: int = 2  # canonical models of past rounds kept in the store (at least 1)
     verify: bool = False  # re-merge the rounds a committee merged without this device, and compare
+    fetch_workers: int = 4  # updates of a round fetched and verified at once (memory: one update each)
 
 
 class _Document(_Section):
@@ -197,5 +198,7 @@ def _check_agent_section(config: AgentConfig) -> None:
         raise ConfigurationError(f"{path}: agent.metrics_port {agent.metrics_port} is not a TCP port or 0")
     if agent.keep_canonical_models < 1:
         raise ConfigurationError(f"{path}: agent.keep_canonical_models must be at least 1")
+    if agent.fetch_workers < 1:
+        raise ConfigurationError(f"{path}: agent.fetch_workers must be at least 1")
     if agent.training_checkpoint_seconds < 0:
         raise ConfigurationError(f"{path}: agent.training_checkpoint_seconds must be 0 (off) or positive")

@@ -110,6 +110,7 @@ def run_agent(config: AgentConfig, stop: threading.Event | None = None) -> str:
                 training_checkpoint_seconds=config.agent.training_checkpoint_seconds,
                 keep_canonical_models=config.agent.keep_canonical_models,
                 verify=config.agent.verify,
+                fetch_workers=config.agent.fetch_workers,
                 collect_garbage=config.store.kind == "local",  # an IPFS node collects on its own
             ),
             backend=backend,
