@@ -70,6 +70,8 @@ def test_a_forged_committee_finalization_is_detected(
         else:
             federation = Federation.load(peers[0], store)  # what an honest member merges
             attested = verify_round(peers[0], store, federation, round_number).merged_model_cid
+            one_at_a_time = verify_round(peers[0], store, federation, round_number, fetch_workers=1)
+            assert one_at_a_time.merged_model_cid == attested and one_at_a_time.updates_merged == PEERS
         members[0].draw_committee(round_number)
         for member in members[:2]:
             member.attest_model(round_number, attested)
